@@ -1,0 +1,170 @@
+//! Messages that cross the network: between nodes (inside PerfectLink frames) and
+//! between clients and nodes. Their wire encoding is protobuf (`kv-wire`).
+
+use std::sync::Arc;
+
+use kv_protocols::ble::BleMsg;
+use kv_protocols::epfd::EpfdMsg;
+use kv_protocols::kv::{ClientId, KvCommand, KvOp, KvResult};
+use kv_protocols::partition::LookupTable;
+use kv_protocols::sequence_paxos::messages::PaxosMsg;
+use kv_protocols::{NodeId, PartitionId};
+
+/// Everything a node or client sends over the [`crate::Network`] port.
+#[derive(Clone, Debug)]
+pub enum NetMessage {
+    /// A PerfectLink frame between two nodes.
+    Link(LinkFrame),
+    /// A client talking to a node, or a node answering a client.
+    Client(ClientMessage),
+}
+
+/// A PerfectLink frame: a run of sequenced payloads and/or an acknowledgement.
+///
+/// Each side of a link numbers its payloads 1, 2, 3, ... within an *incarnation* (a
+/// random number drawn when the sending node starts), so a receiver can tell a
+/// restarted peer from a duplicate.
+#[derive(Clone, Debug)]
+pub struct LinkFrame {
+    /// A fingerprint of the sender's cluster name; frames from another cluster are
+    /// dropped.
+    pub cluster: u64,
+    /// The sender's incarnation.
+    pub incarnation: u64,
+    /// Sequence number of `payloads[0]` (meaningless when `payloads` is empty).
+    pub first_seq: u64,
+    /// Payloads `first_seq, first_seq + 1, ...`.
+    pub payloads: Vec<Arc<PlPayload>>,
+    /// Cumulative acknowledgement of what the sender received from the receiver.
+    pub ack: Option<LinkAck>,
+}
+
+/// "I have delivered every payload up to and including `seq` of your incarnation
+/// `incarnation`".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkAck {
+    /// The receiver's incarnation being acknowledged.
+    pub incarnation: u64,
+    /// Highest sequence number delivered in order.
+    pub seq: u64,
+}
+
+/// What travels over a PerfectLink between two nodes.
+#[derive(Clone, Debug)]
+pub enum PlPayload {
+    /// Failure detector heartbeat.
+    Epfd(EpfdMsg),
+    /// Leader election of one partition.
+    Ble {
+        /// The partition.
+        partition: PartitionId,
+        /// The message.
+        msg: BleMsg,
+    },
+    /// Sequence Paxos of one partition.
+    Paxos {
+        /// The partition.
+        partition: PartitionId,
+        /// The message.
+        msg: PaxosMsg<KvCommand>,
+    },
+    /// Cluster formation.
+    Bootstrap(BootstrapMsg),
+    /// A client request forwarded to a node that hosts the key's partition.
+    Forward(crate::Routed),
+}
+
+/// Cluster formation messages.
+#[derive(Clone, Debug)]
+pub enum BootstrapMsg {
+    /// Node → bootstrap server: "I am here and want to join".
+    CheckIn {
+        /// The cluster the node belongs to.
+        cluster: String,
+    },
+    /// Bootstrap server → node: the cluster is formed, here is the table.
+    Boot(Arc<LookupTable>),
+    /// Bootstrap server → node: you are not part of the cluster.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An operation as sent by a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The client's session id.
+    pub client: ClientId,
+    /// The client's sequence number for this operation (a retry reuses it).
+    pub seq: u64,
+    /// The operation.
+    pub op: KvOp,
+}
+
+/// Why a node refused or could not serve a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Key or value over the configured size limit.
+    TooLarge(String),
+    /// The node is saturated; back off and retry.
+    Busy,
+    /// The cluster is not formed yet, or this node is not part of it.
+    NotReady(String),
+    /// The client named another cluster.
+    WrongCluster(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::TooLarge(s) => write!(f, "request too large: {s}"),
+            Refusal::Busy => f.write_str("node is busy, retry later"),
+            Refusal::NotReady(s) => write!(f, "not ready: {s}"),
+            Refusal::WrongCluster(s) => write!(f, "wrong cluster: {s}"),
+        }
+    }
+}
+
+/// Client ⇄ node messages.
+#[derive(Clone, Debug)]
+pub enum ClientMessage {
+    /// Client → any node: "give me an entry point".
+    Connect {
+        /// The cluster the client wants to talk to.
+        cluster: String,
+    },
+    /// Node → client: a node the answering node does not suspect, and all nodes.
+    ConnectAck {
+        /// The entry node to send operations to.
+        entry: NodeId,
+        /// Every node of the cluster, for fail-over.
+        nodes: Vec<NodeId>,
+    },
+    /// Client → node: an operation.
+    Request(ClientRequest),
+    /// Node → client: the result of operation `seq`.
+    Response {
+        /// The client's sequence number.
+        seq: u64,
+        /// The decided result.
+        result: KvResult,
+    },
+    /// Node → client: the request (or connect, when `seq` is 0) was refused.
+    Refused {
+        /// The client's sequence number (0 for a Connect).
+        seq: u64,
+        /// Why.
+        reason: Refusal,
+    },
+}
+
+/// A 64-bit fingerprint of a cluster name (FNV-1a), carried in every link frame.
+pub fn cluster_fingerprint(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

@@ -1,0 +1,371 @@
+//! PerfectLink core: exactly-once, FIFO delivery over a transport that may lose
+//! whatever was queued on a connection when it drops (kompact-net does).
+//!
+//! Each sender numbers its payloads per destination (1, 2, 3, ...) within an
+//! *incarnation*, a random number drawn when the node starts. The receiver delivers
+//! payload `delivered + 1` and nothing else (go-back-N): duplicates are skipped, a
+//! gap stops delivery of the frame. Cumulative acknowledgements flow back (piggybacked
+//! on data, or alone on the next tick); the sender keeps every unacknowledged payload
+//! and retransmits all of them when the connection comes back, and, as a safety net,
+//! when no acknowledgement arrived for a while (backing off while the peer stays
+//! silent).
+//!
+//! Memory is bounded: at most `max_unacked` payloads wait per peer. A peer that has
+//! not acknowledged that many is unreachable (crashed or cut off) for a long time;
+//! further payloads to it are dropped and counted, and the protocols above recover
+//! (Sequence Paxos resynchronises a follower that missed messages). The host logs
+//! [`LinkEvent::Unreachable`] once per episode and [`LinkEvent::Overflow`] when
+//! payloads are dropped.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::NodeId;
+
+/// Settings of a link core; times are in ticks of the host's clock.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// This node's incarnation (random per process start).
+    pub incarnation: u64,
+    /// Most payloads kept for retransmission per peer.
+    pub max_unacked: usize,
+    /// Ticks without acknowledgement progress before retransmitting (doubles while
+    /// the peer stays silent, up to 32 times this).
+    pub retransmit_ticks: u64,
+    /// Ticks a payload may wait for its acknowledgement before the peer is reported
+    /// unreachable.
+    pub unreachable_ticks: u64,
+    /// Most payloads per frame when retransmitting.
+    pub max_frame_payloads: usize,
+}
+
+/// A cumulative acknowledgement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The incarnation of the node whose payloads are acknowledged.
+    pub incarnation: u64,
+    /// Every payload up to and including this sequence number was delivered.
+    pub seq: u64,
+}
+
+/// One frame on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame<P> {
+    /// The sender's incarnation.
+    pub incarnation: u64,
+    /// Sequence number of `payloads[0]`.
+    pub first_seq: u64,
+    /// Consecutive payloads.
+    pub payloads: Vec<P>,
+    /// Acknowledgement of what the sender received from the receiver.
+    pub ack: Option<Ack>,
+}
+
+/// What the link tells its host besides deliveries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The peer has not acknowledged anything for `waiting_ticks`; `unacked` payloads
+    /// wait. Reported once until it acknowledges again.
+    Unreachable {
+        /// The peer.
+        peer: NodeId,
+        /// Payloads waiting.
+        unacked: usize,
+        /// Age of the oldest one, in ticks.
+        waiting_ticks: u64,
+    },
+    /// The peer acknowledged again after being reported unreachable.
+    Reachable(NodeId),
+    /// The retransmission buffer for `peer` was full; `dropped` payloads (in total
+    /// for this episode) were not sent.
+    Overflow {
+        /// The peer.
+        peer: NodeId,
+        /// Payloads dropped so far in this episode.
+        dropped: u64,
+    },
+    /// The peer restarted (new incarnation); the receive side was reset.
+    PeerRestarted(NodeId),
+}
+
+#[derive(Debug)]
+struct Outgoing<P> {
+    /// Next sequence number to assign. Invariant: `next_seq > 0`.
+    next_seq: u64,
+    /// Unacknowledged payloads. Invariant: sequence numbers are consecutive,
+    /// ending at `next_seq - 1`.
+    unacked: VecDeque<(u64, P, u64 /* tick sent */)>,
+    /// Tick of the last acknowledgement progress (or first send after idle).
+    last_progress: u64,
+    /// Current retransmission interval (backs off while silent).
+    backoff: u64,
+    unreachable_reported: bool,
+    dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Incoming {
+    incarnation: Option<u64>,
+    /// Highest sequence number delivered in order.
+    delivered: u64,
+    /// An acknowledgement is owed to the peer.
+    ack_owed: bool,
+}
+
+/// The PerfectLink state of one node towards all its peers.
+#[derive(Debug)]
+pub struct LinkCore<P> {
+    cfg: LinkConfig,
+    now: u64,
+    out: BTreeMap<NodeId, Outgoing<P>>,
+    inc: BTreeMap<NodeId, Incoming>,
+    frames: Vec<(NodeId, Frame<P>)>,
+    events: Vec<LinkEvent>,
+}
+
+impl<P: Clone> LinkCore<P> {
+    /// A link with no peers yet (peers appear as they are sent to or heard from).
+    pub fn new(cfg: LinkConfig) -> Self {
+        LinkCore {
+            cfg,
+            now: 0,
+            out: BTreeMap::new(),
+            inc: BTreeMap::new(),
+            frames: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.cfg.incarnation
+    }
+
+    fn outgoing(&mut self, dst: NodeId) -> &mut Outgoing<P> {
+        let now = self.now;
+        let base = self.cfg.retransmit_ticks.max(1);
+        self.out.entry(dst).or_insert_with(|| Outgoing {
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            last_progress: now,
+            backoff: base,
+            unreachable_reported: false,
+            dropped: 0,
+        })
+    }
+
+    fn take_ack(&mut self, peer: NodeId) -> Option<Ack> {
+        let inc = self.inc.get_mut(&peer)?;
+        let incarnation = inc.incarnation?;
+        inc.ack_owed = false;
+        Some(Ack {
+            incarnation,
+            seq: inc.delivered,
+        })
+    }
+
+    /// Send `payload` to `dst`. Returns `false` if it was dropped because the
+    /// retransmission buffer for `dst` is full.
+    pub fn send(&mut self, dst: NodeId, payload: P) -> bool {
+        let now = self.now;
+        let max = self.cfg.max_unacked;
+        let o = self.outgoing(dst);
+        if o.unacked.len() >= max {
+            o.dropped += 1;
+            let dropped = o.dropped;
+            // Report the first drop of an episode and then every 10,000th.
+            if dropped == 1 || dropped % 10_000 == 0 {
+                self.events.push(LinkEvent::Overflow { peer: dst, dropped });
+            }
+            return false;
+        }
+        if o.unacked.is_empty() {
+            o.last_progress = now;
+        }
+        let seq = o.next_seq;
+        o.next_seq += 1;
+        o.unacked.push_back((seq, payload.clone(), now));
+        let ack = self.take_ack(dst);
+        self.frames.push((
+            dst,
+            Frame {
+                incarnation: self.cfg.incarnation,
+                first_seq: seq,
+                payloads: vec![payload],
+                ack,
+            },
+        ));
+        true
+    }
+
+    /// Handle a frame from `src`; returns the payloads to deliver, in order.
+    pub fn receive(&mut self, src: NodeId, frame: Frame<P>, deliver: &mut Vec<(NodeId, P)>) {
+        if let Some(ack) = frame.ack {
+            self.handle_ack(src, ack);
+        }
+        if frame.payloads.is_empty() {
+            return;
+        }
+        let inc = self.inc.entry(src).or_default();
+        if inc.incarnation != Some(frame.incarnation) {
+            if inc.incarnation.is_some() {
+                self.events.push(LinkEvent::PeerRestarted(src));
+            }
+            inc.incarnation = Some(frame.incarnation);
+            inc.delivered = 0;
+        }
+        let mut seq = frame.first_seq;
+        for p in frame.payloads {
+            if seq == inc.delivered + 1 {
+                inc.delivered = seq;
+                deliver.push((src, p));
+            } else if seq > inc.delivered + 1 {
+                // A gap: something before was lost. Everything from here will be
+                // retransmitted after the sender learns our acknowledgement.
+                break;
+            }
+            seq += 1;
+        }
+        inc.ack_owed = true;
+    }
+
+    fn handle_ack(&mut self, src: NodeId, ack: Ack) {
+        if ack.incarnation != self.cfg.incarnation {
+            return; // acknowledges a previous life of ours
+        }
+        let now = self.now;
+        let base = self.cfg.retransmit_ticks.max(1);
+        let Some(o) = self.out.get_mut(&src) else {
+            return;
+        };
+        let before = o.unacked.len();
+        while o.unacked.front().is_some_and(|(s, _, _)| *s <= ack.seq) {
+            o.unacked.pop_front();
+        }
+        if o.unacked.len() < before {
+            o.last_progress = now;
+            o.backoff = base;
+            o.dropped = 0;
+            if o.unreachable_reported {
+                o.unreachable_reported = false;
+                self.events.push(LinkEvent::Reachable(src));
+            }
+        }
+    }
+
+    /// The transport re-established a connection to `peer`: whatever was queued on
+    /// the old one may be lost, so retransmit everything unacknowledged now.
+    pub fn reconnected(&mut self, peer: NodeId) {
+        self.retransmit(peer);
+    }
+
+    fn retransmit(&mut self, peer: NodeId) {
+        let ack = self.take_ack(peer);
+        let incarnation = self.cfg.incarnation;
+        let chunk = self.cfg.max_frame_payloads.max(1);
+        let Some(o) = self.out.get_mut(&peer) else {
+            if let Some(ack) = ack {
+                self.frames.push((
+                    peer,
+                    Frame {
+                        incarnation,
+                        first_seq: 0,
+                        payloads: Vec::new(),
+                        ack: Some(ack),
+                    },
+                ));
+            }
+            return;
+        };
+        let mut ack = ack;
+        let mut it = o.unacked.iter().peekable();
+        while let Some((first, _, _)) = it.peek() {
+            let first_seq = *first;
+            let payloads: Vec<P> = it.by_ref().take(chunk).map(|(_, p, _)| p.clone()).collect();
+            self.frames.push((
+                peer,
+                Frame {
+                    incarnation,
+                    first_seq,
+                    payloads,
+                    ack: ack.take(),
+                },
+            ));
+        }
+        if let Some(ack) = ack {
+            self.frames.push((
+                peer,
+                Frame {
+                    incarnation,
+                    first_seq: 0,
+                    payloads: Vec::new(),
+                    ack: Some(ack),
+                },
+            ));
+        }
+    }
+
+    /// Advance the clock by one tick: send owed acknowledgements, retransmit to
+    /// silent peers, report unreachable ones.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        let now = self.now;
+        let owed: Vec<NodeId> = self
+            .inc
+            .iter()
+            .filter(|(_, i)| i.ack_owed)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in owed {
+            if let Some(ack) = self.take_ack(peer) {
+                self.frames.push((
+                    peer,
+                    Frame {
+                        incarnation: self.cfg.incarnation,
+                        first_seq: 0,
+                        payloads: Vec::new(),
+                        ack: Some(ack),
+                    },
+                ));
+            }
+        }
+        let max_backoff = self.cfg.retransmit_ticks.max(1) * 32;
+        let mut resend = Vec::new();
+        for (peer, o) in self.out.iter_mut() {
+            let Some((_, _, oldest)) = o.unacked.front() else {
+                continue;
+            };
+            let waiting = now.saturating_sub(*oldest);
+            if !o.unreachable_reported && waiting >= self.cfg.unreachable_ticks {
+                o.unreachable_reported = true;
+                self.events.push(LinkEvent::Unreachable {
+                    peer: *peer,
+                    unacked: o.unacked.len(),
+                    waiting_ticks: waiting,
+                });
+            }
+            if now.saturating_sub(o.last_progress) >= o.backoff {
+                o.last_progress = now;
+                o.backoff = (o.backoff * 2).min(max_backoff);
+                resend.push(*peer);
+            }
+        }
+        for peer in resend {
+            self.retransmit(peer);
+        }
+    }
+
+    /// Drain the frames to put on the transport.
+    pub fn take_frames(&mut self, buf: &mut Vec<(NodeId, Frame<P>)>) {
+        buf.append(&mut self.frames);
+    }
+
+    /// Drain the events to report.
+    pub fn take_events(&mut self, buf: &mut Vec<LinkEvent>) {
+        buf.append(&mut self.events);
+    }
+
+    /// Payloads waiting for acknowledgement from `peer`.
+    pub fn unacked(&self, peer: NodeId) -> usize {
+        self.out.get(&peer).map_or(0, |o| o.unacked.len())
+    }
+}

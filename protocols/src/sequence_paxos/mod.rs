@@ -1,0 +1,3 @@
+//! Sequence Paxos core: a replicated log for one partition.
+
+pub mod messages;
