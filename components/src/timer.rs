@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use kompact::prelude::Timer as _;
 use kompact::prelude::*;
 use kv_ports::{Timeout, Timer, TimerId, TimerRequest};
 
@@ -28,14 +29,14 @@ impl KompactTimer {
         }
     }
 
-    fn fire_once(&mut self, id: TimerId) -> Handled {
+    fn fire_once(&mut self, id: TimerId) -> HandlerResult {
         if self.scheduled.remove(&id).is_some() {
             self.timer_port.trigger(Timeout(id));
         }
         Handled::OK
     }
 
-    fn fire_periodic(&mut self, id: TimerId) -> Handled {
+    fn fire_periodic(&mut self, id: TimerId) -> HandlerResult {
         if self.scheduled.contains_key(&id) {
             self.timer_port.trigger(Timeout(id));
         }
@@ -50,20 +51,21 @@ impl Default for KompactTimer {
 }
 
 impl ComponentLifecycle for KompactTimer {
-    fn on_stop(&mut self) -> Handled {
-        for (_, t) in self.scheduled.drain() {
-            self.ctx.timer_manager().cancel_timer(t);
+    fn on_stop(&mut self) -> HandlerResult {
+        let timers: Vec<ScheduledTimer> = self.scheduled.drain().map(|(_, t)| t).collect();
+        for t in timers {
+            self.cancel_timer(t);
         }
         Handled::OK
     }
 
-    fn on_kill(&mut self) -> Handled {
+    fn on_kill(&mut self) -> HandlerResult {
         self.on_stop()
     }
 }
 
 impl Provide<Timer> for KompactTimer {
-    fn handle(&mut self, req: TimerRequest) -> Handled {
+    fn handle(&mut self, req: TimerRequest) -> HandlerResult {
         match req {
             TimerRequest::ScheduleOnce { id, delay } => {
                 let handle = self.schedule_once(delay, move |c, _| c.fire_once(id));
@@ -90,11 +92,11 @@ impl Provide<Timer> for KompactTimer {
 impl Actor for KompactTimer {
     type Message = Never;
 
-    fn receive_local(&mut self, msg: Self::Message) -> Handled {
+    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
         match msg {}
     }
 
-    fn receive_network(&mut self, _msg: NetMessage) -> Handled {
+    fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
         Handled::OK
     }
 }

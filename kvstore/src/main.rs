@@ -1,1 +1,380 @@
-fn main() {}
+//! `kvstore`: run a kompact-kv node, a local demo cluster, or talk to a cluster.
+
+mod console;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use kv_bootstrap::config::{self, NodeConfig};
+use kv_bootstrap::logging;
+use kv_bootstrap::node::Node;
+use kv_client::{Client, ClientOptions, Error};
+use kv_components::runtime::Runtime;
+use kv_ports::KvOp;
+
+use console::{Command, Outcome};
+
+/// Exit code for usage and configuration errors.
+const EXIT_USAGE: u8 = 2;
+/// Exit code when the cluster is unavailable.
+const EXIT_UNAVAILABLE: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "kvstore",
+    version,
+    about = "A partitioned, replicated, linearizable key-value store"
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct Endpoint {
+    /// A node of the cluster (IP:PORT).
+    #[arg(long, default_value = "127.0.0.1:45678")]
+    endpoint: String,
+    /// The cluster's name.
+    #[arg(long, default_value = "kompact-kv")]
+    cluster: String,
+    /// How long an operation may take before it is reported unavailable.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a local cluster in this process and open a console on it.
+    Demo {
+        /// Nodes in the cluster.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Partitions of the key space.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Replicas per partition (odd, at most --nodes).
+        #[arg(long, default_value_t = 3)]
+        replication: usize,
+    },
+    /// Start one node from a HOCON configuration file.
+    Start {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// An interactive console: get, put, cas, help, quit.
+    Console {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Print the value of KEY.
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Store VALUE under KEY.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Print OK on success.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Replace EXPECTED with NEW under KEY.
+    Cas {
+        /// The key.
+        key: String,
+        /// The value KEY must hold.
+        expected: String,
+        /// The value to store.
+        new: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Print OK on success.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Check a history file (JSON lines) for linearizability.
+    CheckHistory {
+        /// The history file.
+        file: PathBuf,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "ms"));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 2s, 1m)"))?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => return Err(format!("{s:?} is not a duration (examples: 500ms, 2s, 1m)")),
+    };
+    if !(ms.is_finite() && ms >= 1.0) {
+        return Err(format!("{s:?}: must be at least 1ms"));
+    }
+    Ok(Duration::from_micros((ms * 1000.0) as u64))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match logging::parse_level(&cli.log_level) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("kvstore: --log-level: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match cli.cmd {
+        Cmd::Start { config } => start(&config, level),
+        Cmd::Demo {
+            nodes,
+            partitions,
+            replication,
+        } => demo(nodes, partitions, replication, level),
+        Cmd::Console { endpoint } => match connect(&endpoint) {
+            Ok(c) => console_loop(&c),
+            Err(code) => code,
+        },
+        Cmd::Get { key, endpoint } => one_shot(&endpoint, KvOp::Get { key }, false),
+        Cmd::Put {
+            key,
+            value,
+            endpoint,
+            verbose,
+        } => one_shot(&endpoint, KvOp::Put { key, value }, verbose),
+        Cmd::Cas {
+            key,
+            expected,
+            new,
+            endpoint,
+            verbose,
+        } => one_shot(&endpoint, KvOp::Cas { key, expected, new }, verbose),
+        Cmd::CheckHistory { file } => check_history(&file),
+    }
+}
+
+fn start(path: &std::path::Path, level: slog::Level) -> ExitCode {
+    let cfg = match config::load_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kvstore: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match start_node(cfg, level) {
+        Ok((_rt, _node)) => loop {
+            std::thread::park();
+        },
+        Err(e) => {
+            eprintln!("kvstore: {e}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+fn start_node(cfg: NodeConfig, level: slog::Level) -> Result<(Runtime, Node), String> {
+    let logger = logging::kompact_logger(level, &cfg.address.to_string());
+    let rt = Runtime::start(cfg.address, 2, Some(logger))?;
+    let incarnation = kv_client::random_client_id();
+    let node = Node::start(&rt.system, cfg, rt.timer(), rt.net(), incarnation);
+    Ok((rt, node))
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+fn demo(nodes: usize, partitions: u32, replication: usize, level: slog::Level) -> ExitCode {
+    let mut addrs = Vec::new();
+    for _ in 0..nodes {
+        match free_port() {
+            Ok(p) => addrs.push(SocketAddr::from(([127, 0, 0, 1], p))),
+            Err(e) => {
+                eprintln!("kvstore: {e}");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        }
+    }
+    let Some(&server) = addrs.first() else {
+        eprintln!("kvstore: --nodes must be at least 1");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let mut running = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        let cfg = NodeConfig::reference()
+            .with_address(*a)
+            .with_bootstrap_address(server)
+            .with_boot_threshold(nodes)
+            .with_partitions(partitions)
+            .with_replication_degree(replication);
+        if let Err(e) = cfg.validate("kvstore demo") {
+            eprintln!("kvstore: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        match start_node(cfg, level) {
+            Ok(n) => running.push(n),
+            Err(e) => {
+                eprintln!("kvstore: node {i}: {e}");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        }
+    }
+    // Wait (bounded) until every node has its lookup table and replicas.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let booted = running
+            .iter()
+            .all(|(_, n)| n.hosted.lock().map(|h| h.table.is_some()).unwrap_or(false));
+        if booted {
+            break;
+        }
+        if Instant::now() > until {
+            eprintln!("kvstore: the demo cluster did not form within 30s");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "kompact-kv demo: {} nodes, {} partition(s), replication {} — {}",
+        nodes,
+        partitions,
+        replication,
+        addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let ep = Endpoint {
+        endpoint: server.to_string(),
+        cluster: "kompact-kv".to_string(),
+        timeout: Duration::from_secs(2),
+    };
+    let code = match connect(&ep) {
+        Ok(c) => console_loop(&c),
+        Err(code) => code,
+    };
+    for (rt, _) in running {
+        let _ = rt.system.shutdown();
+    }
+    code
+}
+
+fn connect(ep: &Endpoint) -> Result<Client, ExitCode> {
+    let endpoint = match kv_client::resolve(ep.endpoint.as_str()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("kvstore: --endpoint {}: {e}", ep.endpoint);
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let mut opts = ClientOptions::new(endpoint);
+    opts.cluster = ep.cluster.clone();
+    opts.deadline = ep.timeout;
+    opts.request_timeout = (ep.timeout / 4).max(Duration::from_millis(50));
+    Client::with_options(opts).map_err(|e| {
+        eprintln!("kvstore: {e}");
+        match e {
+            Error::Rejected(_) => ExitCode::from(1),
+            Error::Setup(_) => ExitCode::from(EXIT_USAGE),
+            _ => ExitCode::from(EXIT_UNAVAILABLE),
+        }
+    })
+}
+
+fn one_shot(ep: &Endpoint, op: KvOp, verbose: bool) -> ExitCode {
+    let client = match connect(ep) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let o = console::outcome(&op, client.execute(op.clone()));
+    match &o {
+        Outcome::Ok(Some(v)) => println!("{v}"),
+        Outcome::Ok(None) => {
+            if verbose {
+                println!("OK");
+            }
+        }
+        other => eprintln!("{}", other.line()),
+    }
+    client.shutdown();
+    ExitCode::from(o.exit_code() as u8)
+}
+
+fn console_loop(client: &Client) -> ExitCode {
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        println!(
+            "connected to a cluster of {} node(s); type help for commands",
+            client.nodes().len()
+        );
+    }
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut last = 0;
+    loop {
+        if interactive {
+            print!("kvstore> ");
+            let _ = std::io::stdout().flush();
+        }
+        let Some(line) = lines.next() else { break };
+        let Ok(line) = line else { break };
+        match console::parse_line(&line) {
+            Ok(Command::Nothing) => {}
+            Ok(Command::Help) => println!("{}", console::HELP),
+            Ok(Command::Quit) => break,
+            Ok(Command::Op(op)) => {
+                let o = console::outcome(&op, client.execute(op.clone()));
+                println!("{}", o.line());
+                last = o.exit_code();
+            }
+            Err(e) => {
+                println!("error: {e}");
+                last = EXIT_USAGE as i32;
+            }
+        }
+    }
+    let _ = last; // a console session ends successfully; each answer was printed
+    ExitCode::SUCCESS
+}
+
+fn check_history(path: &std::path::Path) -> ExitCode {
+    match kv_checker::check_file(path) {
+        Ok(report) => {
+            println!("{report}");
+            if report.is_linearizable() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("kvstore: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

@@ -10,7 +10,7 @@
 //! | port | provided by | required by |
 //! |---|---|---|
 //! | [`Timer`] | timer provider (real or simulated) | every component that needs time |
-//! | [`Network`] | network provider (kompact-net or simulated) | `PerfectLink`, `Overlay`, `KvReplica`, client |
+//! | [`Network`] | network provider (kompact-net or simulated) | `PerfectLink`, `Overlay`, client |
 //! | [`PerfectLink`] | `PerfectLink` | `Epfd`, `Bootstrap`, `Ble`, `SequencePaxos`, `Overlay` |
 //! | [`EventuallyPerfectFailureDetector`] | `Epfd` | `Overlay` |
 //! | [`BallotLeaderElection`] | `Ble` | `SequencePaxos` |
@@ -290,10 +290,18 @@ pub struct Routed {
     pub reply_to: NodeId,
 }
 
-/// Requests on the [`Routing`] port: replicas tell the overlay who leads them, so
-/// the overlay can send to the leader directly.
+/// Requests on the [`Routing`] port: replicas tell the overlay who leads them (so
+/// the overlay can send to the leader directly), and hand it their answers to
+/// clients (the overlay owns the node's client traffic).
 #[derive(Clone, Debug)]
 pub enum RoutingRequest {
+    /// Send `msg` to the client listening at `to`.
+    Reply {
+        /// The client's address.
+        to: NodeId,
+        /// The answer.
+        msg: ClientMessage,
+    },
     /// The leader of `partition`, as seen by the replica on this node.
     LeaderOf {
         /// The partition.

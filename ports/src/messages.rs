@@ -145,6 +145,8 @@ pub enum ClientMessage {
     Request(ClientRequest),
     /// Node → client: the result of operation `seq`.
     Response {
+        /// The session the answer is for (several sessions may share an address).
+        client: ClientId,
         /// The client's sequence number.
         seq: u64,
         /// The decided result.
@@ -152,6 +154,8 @@ pub enum ClientMessage {
     },
     /// Node → client: the request (or connect, when `seq` is 0) was refused.
     Refused {
+        /// The session the answer is for (0 for a Connect).
+        client: ClientId,
         /// The client's sequence number (0 for a Connect).
         seq: u64,
         /// Why.

@@ -330,7 +330,7 @@ fn check_shape(
     if partitions > MAX_PARTITIONS {
         return Err(TableError::TooManyPartitions(partitions));
     }
-    if replication_degree % 2 == 0 {
+    if replication_degree.is_multiple_of(2) {
         return Err(TableError::EvenReplication(replication_degree));
     }
     if replication_degree > nodes.len() {

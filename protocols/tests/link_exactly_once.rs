@@ -1,9 +1,9 @@
 //! PerfectLink core under connection loss: every payload is delivered exactly once
 //! and in order, whatever is dropped in between.
 
+use kv_protocols::NodeId;
 use kv_protocols::link::{Frame, LinkConfig, LinkCore, LinkEvent};
 use kv_protocols::rng::SplitMix64;
-use kv_protocols::NodeId;
 use proptest::prelude::*;
 
 fn addr(i: u16) -> NodeId {
@@ -37,7 +37,11 @@ fn run(seed: u64, n: u64) -> Vec<u64> {
     let mut steps = 0u64;
     while got.len() < n as usize {
         steps += 1;
-        assert!(steps < 200_000, "seed {seed}: no progress, delivered {}", got.len());
+        assert!(
+            steps < 200_000,
+            "seed {seed}: no progress, delivered {}",
+            got.len()
+        );
         match rng.below(10) {
             0..=3 if next <= n => {
                 la.send(b, next);
@@ -116,11 +120,19 @@ fn a_restarted_peer_is_detected_and_its_numbering_restarts() {
     let a = addr(1);
     let mut lb: LinkCore<u64> = LinkCore::new(cfg(2));
     let mut deliver = Vec::new();
-    let first = |inc, seq, p| Frame { incarnation: inc, first_seq: seq, payloads: vec![p], ack: None };
+    let first = |inc, seq, p| Frame {
+        incarnation: inc,
+        first_seq: seq,
+        payloads: vec![p],
+        ack: None,
+    };
     lb.receive(a, first(7, 1, 100), &mut deliver);
     lb.receive(a, first(7, 2, 101), &mut deliver);
     lb.receive(a, first(9, 1, 200), &mut deliver); // a restarted
-    assert_eq!(deliver.iter().map(|(_, p)| *p).collect::<Vec<_>>(), vec![100, 101, 200]);
+    assert_eq!(
+        deliver.iter().map(|(_, p)| *p).collect::<Vec<_>>(),
+        vec![100, 101, 200]
+    );
     let mut ev = Vec::new();
     lb.take_events(&mut ev);
     assert_eq!(ev, vec![LinkEvent::PeerRestarted(a)]);
@@ -142,6 +154,16 @@ fn a_silent_peer_is_reported_and_memory_stays_bounded() {
     }
     let mut ev = Vec::new();
     la.take_events(&mut ev);
-    assert!(ev.contains(&LinkEvent::Overflow { peer: b, dropped: 1 }), "{ev:?}");
-    assert!(ev.iter().any(|e| matches!(e, LinkEvent::Unreachable { peer, unacked: 10, .. } if *peer == b)), "{ev:?}");
+    assert!(
+        ev.contains(&LinkEvent::Overflow {
+            peer: b,
+            dropped: 1
+        }),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, LinkEvent::Unreachable { peer, unacked: 10, .. } if *peer == b)),
+        "{ev:?}"
+    );
 }

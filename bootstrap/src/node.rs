@@ -1,0 +1,316 @@
+//! One kompact-kv node: the component graph of the design, built inside a Kompact
+//! system, with the timer and network providers given from outside (real ones for
+//! `kvstore start`, simulated ones in the simulator).
+//!
+//! ```text
+//! Timer, Network (given)
+//!  ├─ PerfectLink ── Network, Timer
+//!  ├─ Epfd ───────── PerfectLink, Timer
+//!  ├─ Bootstrap ──── PerfectLink, Timer
+//!  ├─ Overlay ────── Network, PerfectLink, Epfd, Bootstrap
+//!  └─ NodeHost ───── Bootstrap, Epfd; on Booted, per hosted partition:
+//!       Ble ─────────── PerfectLink, Timer
+//!       SequencePaxos ─ PerfectLink, Ble, Timer
+//!       KvReplica ───── SequencePaxos, Overlay (Routing), Timer
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kompact::prelude::*;
+use kv_components::ble::{BleComp, BleSettings};
+use kv_components::connect::{Connector, connect_to, connector};
+use kv_components::epfd::{EpfdComp, EpfdSettings};
+use kv_components::kv_replica::{KvReplica, KvReplicaSettings};
+use kv_components::overlay::{Overlay, OverlaySettings};
+use kv_components::perfect_link::{PerfectLinkComp, PerfectLinkConfig};
+use kv_components::sequence_paxos::{PaxosSettings as PaxosCompSettings, SequencePaxosComp};
+use kv_ports::{
+    BallotLeaderElection, BootIndication, Bootstrapping, EpfdIndication, EpfdRequest,
+    EventuallyPerfectFailureDetector, LookupTable, Network, PartitionId, PerfectLink, Routing,
+    SequenceConsensus, Timer,
+};
+
+use crate::boot::{BootSettings, Bootstrap};
+use crate::config::NodeConfig;
+
+/// The components of one hosted partition.
+pub struct PartitionReplica {
+    /// The partition.
+    pub partition: PartitionId,
+    /// Its leader election.
+    pub ble: Arc<Component<BleComp>>,
+    /// Its replicated log.
+    pub paxos: Arc<Component<SequencePaxosComp>>,
+    /// Its state machine.
+    pub replica: Arc<Component<KvReplica>>,
+}
+
+/// What the node host built after boot; shared with whoever holds the [`Node`].
+#[derive(Default)]
+pub struct Hosted {
+    /// The lookup table, once booted.
+    pub table: Option<Arc<LookupTable>>,
+    /// The replicas hosted here.
+    pub replicas: Vec<PartitionReplica>,
+    /// Set when this node was refused by the bootstrap server.
+    pub refused: Option<String>,
+}
+
+/// Creates the per-partition components when the lookup table arrives.
+#[derive(ComponentDefinition)]
+pub struct NodeHost {
+    ctx: ComponentContext<Self>,
+    boot_port: RequiredPort<Bootstrapping>,
+    epfd_port: RequiredPort<EventuallyPerfectFailureDetector>,
+    cfg: NodeConfig,
+    timer: Connector<Timer>,
+    link: Connector<PerfectLink>,
+    routing: Connector<Routing>,
+    hosted: Arc<Mutex<Hosted>>,
+}
+
+impl NodeHost {
+    fn new(
+        cfg: NodeConfig,
+        timer: Connector<Timer>,
+        link: Connector<PerfectLink>,
+        routing: Connector<Routing>,
+        hosted: Arc<Mutex<Hosted>>,
+    ) -> Self {
+        NodeHost {
+            ctx: ComponentContext::uninitialised(),
+            boot_port: RequiredPort::uninitialised(),
+            epfd_port: RequiredPort::uninitialised(),
+            cfg,
+            timer,
+            link,
+            routing,
+            hosted,
+        }
+    }
+
+    fn host_partition(&mut self, table: &LookupTable, p: PartitionId) -> PartitionReplica {
+        let me = self.cfg.address;
+        let group = table.group(p).to_vec();
+        let sys = self.ctx.system();
+        let ble = sys.create(|| {
+            BleComp::new(BleSettings {
+                me,
+                partition: p,
+                group: group.clone(),
+                tick_period: self.cfg.tick_period,
+                heartbeat_period: self.cfg.leader_election.heartbeat_period,
+            })
+        });
+        let ps = &self.cfg.paxos;
+        let paxos = sys.create(|| {
+            SequencePaxosComp::new(PaxosCompSettings {
+                me,
+                partition: p,
+                group: group.clone(),
+                tick_period: self.cfg.tick_period,
+                max_batch: ps.max_batch,
+                max_inflight_batches: ps.max_inflight_batches,
+                resend_period: ps.resend_period,
+                max_log_entries: ps.max_log_entries,
+                max_pending: ps.max_pending,
+            })
+        });
+        let limits = &self.cfg.limits;
+        let replica = sys.create(|| {
+            KvReplica::new(KvReplicaSettings {
+                me,
+                partition: p,
+                max_key_bytes: limits.max_key_bytes,
+                max_value_bytes: limits.max_value_bytes,
+                max_inflight: limits.max_inflight_per_node,
+                snapshot_interval: ps.snapshot_interval,
+                session_idle: self.cfg.sessions.idle_timeout,
+                max_sessions: limits.max_clients,
+                tick_period: Duration::from_millis(100),
+            })
+        });
+        connect_to(&self.link, &ble);
+        connect_to(&self.timer, &ble);
+        biconnect_components::<BallotLeaderElection, _, _>(&ble, &paxos)
+            .expect("connect ble → paxos");
+        connect_to(&self.link, &paxos);
+        connect_to(&self.timer, &paxos);
+        biconnect_components::<SequenceConsensus, _, _>(&paxos, &replica)
+            .expect("connect paxos → replica");
+        connect_to(&self.routing, &replica);
+        connect_to(&self.timer, &replica);
+        sys.start(&replica);
+        sys.start(&paxos);
+        sys.start(&ble);
+        PartitionReplica {
+            partition: p,
+            ble,
+            paxos,
+            replica,
+        }
+    }
+}
+
+ignore_lifecycle!(NodeHost);
+
+impl Require<Bootstrapping> for NodeHost {
+    fn handle(&mut self, ind: BootIndication) -> HandlerResult {
+        match ind {
+            BootIndication::Booted(table) => {
+                self.epfd_port
+                    .trigger(EpfdRequest::Monitor(table.nodes.clone()));
+                let mine = table.partitions_of(self.cfg.address);
+                let mut replicas = Vec::new();
+                for p in mine {
+                    replicas.push(self.host_partition(&table, p));
+                }
+                info!(self.ctx.log(), "replicas started"; "partitions" => ?replicas.iter().map(|r| r.partition).collect::<Vec<_>>());
+                let mut h = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
+                h.table = Some(table);
+                h.replicas = replicas;
+            }
+            BootIndication::NotInTable(reason) => {
+                let mut h = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
+                h.refused = Some(reason);
+            }
+        }
+        Handled::OK
+    }
+}
+
+impl Require<EventuallyPerfectFailureDetector> for NodeHost {
+    fn handle(&mut self, _ind: EpfdIndication) -> HandlerResult {
+        Handled::OK
+    }
+}
+
+impl Actor for NodeHost {
+    type Message = Never;
+
+    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
+        match msg {}
+    }
+
+    fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
+        Handled::OK
+    }
+}
+
+/// A running node's components.
+pub struct Node {
+    /// The node's configuration.
+    pub cfg: NodeConfig,
+    /// PerfectLink.
+    pub link: Arc<Component<PerfectLinkComp>>,
+    /// Failure detector.
+    pub epfd: Arc<Component<EpfdComp>>,
+    /// Cluster formation.
+    pub boot: Arc<Component<Bootstrap>>,
+    /// Front door.
+    pub overlay: Arc<Component<Overlay>>,
+    /// Creates the partition replicas.
+    pub host: Arc<Component<NodeHost>>,
+    /// What the host built.
+    pub hosted: Arc<Mutex<Hosted>>,
+}
+
+impl Node {
+    /// Build the node's component graph in `system` over the given timer and network
+    /// providers, and start it. `incarnation` should differ between two starts of a
+    /// node at the same address (a random number in production).
+    pub fn start(
+        system: &KompactSystem,
+        cfg: NodeConfig,
+        timer: Connector<Timer>,
+        net: Connector<Network>,
+        incarnation: u64,
+    ) -> Node {
+        let me = cfg.address;
+        let link = system.create(|| {
+            PerfectLinkComp::new(PerfectLinkConfig {
+                me,
+                cluster: kv_ports::cluster_fingerprint(&cfg.cluster_name),
+                incarnation,
+                tick_period: cfg.tick_period,
+                retransmit_period: cfg.link.retransmit_period,
+                max_unacked: cfg.link.max_unacked,
+                unreachable_warning: cfg.link.unreachable_warning,
+            })
+        });
+        connect_to(&net, &link);
+        connect_to(&timer, &link);
+        let link_conn: Connector<PerfectLink> = connector::<PerfectLink, _>(&link);
+
+        let epfd = system.create(|| {
+            EpfdComp::new(EpfdSettings {
+                me,
+                tick_period: cfg.tick_period,
+                initial_delay: cfg.failure_detector.initial_delay,
+                delay_increment: cfg.failure_detector.delay_increment,
+            })
+        });
+        connect_to(&link_conn, &epfd);
+        connect_to(&timer, &epfd);
+
+        let boot = system.create(|| {
+            Bootstrap::new(BootSettings {
+                me,
+                server: cfg.bootstrap_address,
+                boot_threshold: cfg.boot_threshold,
+                partitions: cfg.partitions,
+                replication_degree: cfg.replication_degree,
+                cluster: cfg.cluster_name.clone(),
+                keep_alive_period: cfg.keep_alive_period,
+            })
+        });
+        connect_to(&link_conn, &boot);
+        connect_to(&timer, &boot);
+
+        let overlay = system.create(|| {
+            Overlay::new(OverlaySettings {
+                me,
+                cluster: cfg.cluster_name.clone(),
+                max_key_bytes: cfg.limits.max_key_bytes,
+                max_value_bytes: cfg.limits.max_value_bytes,
+                boot_threshold: cfg.boot_threshold,
+            })
+        });
+        connect_to(&net, &overlay);
+        connect_to(&link_conn, &overlay);
+        biconnect_components::<EventuallyPerfectFailureDetector, _, _>(&epfd, &overlay)
+            .expect("connect epfd → overlay");
+        biconnect_components::<Bootstrapping, _, _>(&boot, &overlay)
+            .expect("connect boot → overlay");
+
+        let hosted = Arc::new(Mutex::new(Hosted::default()));
+        let host = system.create(|| {
+            NodeHost::new(
+                cfg.clone(),
+                timer.clone(),
+                link_conn.clone(),
+                connector::<Routing, _>(&overlay),
+                hosted.clone(),
+            )
+        });
+        biconnect_components::<Bootstrapping, _, _>(&boot, &host).expect("connect boot → host");
+        biconnect_components::<EventuallyPerfectFailureDetector, _, _>(&epfd, &host)
+            .expect("connect epfd → host");
+
+        system.start(&link);
+        system.start(&epfd);
+        system.start(&overlay);
+        system.start(&host);
+        system.start(&boot);
+        Node {
+            cfg,
+            link,
+            epfd,
+            boot,
+            overlay,
+            host,
+            hosted,
+        }
+    }
+}

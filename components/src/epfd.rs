@@ -1,0 +1,148 @@
+//! The `Epfd` component: the eventually perfect failure detector of a node, an
+//! adapter around [`kv_protocols::epfd::Epfd`].
+
+use std::time::Duration;
+
+use kompact::prelude::*;
+use kv_ports::{
+    EpfdIndication, EpfdRequest, EventuallyPerfectFailureDetector, NodeId, PerfectLink,
+    PlIndication, PlPayload, PlRequest, Timeout, Timer,
+};
+use kv_protocols::epfd::{Epfd, EpfdConfig, EpfdEvent, EpfdMsg};
+
+use crate::ticker::{Ticker, ticks};
+
+/// Settings of the failure detector.
+#[derive(Clone, Debug)]
+pub struct EpfdSettings {
+    /// This node.
+    pub me: NodeId,
+    /// Clock tick of the core.
+    pub tick_period: Duration,
+    /// Length of the first heartbeat round.
+    pub initial_delay: Duration,
+    /// Growth of the round after a false suspicion.
+    pub delay_increment: Duration,
+}
+
+/// Provides [`EventuallyPerfectFailureDetector`] over [`PerfectLink`] and [`Timer`].
+#[derive(ComponentDefinition)]
+pub struct EpfdComp {
+    ctx: ComponentContext<Self>,
+    epfd_port: ProvidedPort<EventuallyPerfectFailureDetector>,
+    pl_port: RequiredPort<PerfectLink>,
+    timer_port: RequiredPort<Timer>,
+    core: Epfd,
+    ticker: Ticker,
+    out: Vec<(NodeId, EpfdMsg)>,
+    events: Vec<EpfdEvent>,
+}
+
+impl EpfdComp {
+    /// A detector that monitors nobody until asked to with `Monitor`.
+    pub fn new(s: EpfdSettings) -> Self {
+        let core = Epfd::new(EpfdConfig {
+            me: s.me,
+            nodes: Vec::new(),
+            initial_delay_ticks: ticks(s.initial_delay, s.tick_period),
+            delay_increment_ticks: ticks(s.delay_increment, s.tick_period),
+        });
+        EpfdComp {
+            ctx: ComponentContext::uninitialised(),
+            epfd_port: ProvidedPort::uninitialised(),
+            pl_port: RequiredPort::uninitialised(),
+            timer_port: RequiredPort::uninitialised(),
+            core,
+            ticker: Ticker::new(s.tick_period),
+            out: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Nodes currently suspected (sorted).
+    pub fn suspected(&self) -> Vec<NodeId> {
+        self.core.suspected()
+    }
+
+    fn flush(&mut self) {
+        self.core.take_outgoing(&mut self.out);
+        for (dst, msg) in self.out.drain(..) {
+            self.pl_port.trigger(PlRequest::Send {
+                dst,
+                payload: PlPayload::Epfd(msg),
+            });
+        }
+        self.core.take_events(&mut self.events);
+        for e in self.events.drain(..) {
+            match e {
+                EpfdEvent::Suspect(n) => {
+                    warn!(self.ctx.log(), "node suspected"; "peer" => %n, "delay_ticks" => self.core.delay_ticks());
+                    self.epfd_port.trigger(EpfdIndication::Suspect(n));
+                }
+                EpfdEvent::Restore(n) => {
+                    info!(self.ctx.log(), "node restored"; "peer" => %n, "delay_ticks" => self.core.delay_ticks());
+                    self.epfd_port.trigger(EpfdIndication::Restore(n));
+                }
+            }
+        }
+    }
+}
+
+impl ComponentLifecycle for EpfdComp {
+    fn on_start(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.start());
+        Handled::OK
+    }
+
+    fn on_stop(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.stop());
+        Handled::OK
+    }
+}
+
+impl Provide<EventuallyPerfectFailureDetector> for EpfdComp {
+    fn handle(&mut self, req: EpfdRequest) -> HandlerResult {
+        match req {
+            EpfdRequest::Monitor(nodes) => {
+                for n in nodes {
+                    self.core.add_node(n);
+                }
+            }
+        }
+        Handled::OK
+    }
+}
+
+impl Require<PerfectLink> for EpfdComp {
+    fn handle(&mut self, ind: PlIndication) -> HandlerResult {
+        if let PlIndication::Deliver { src, payload } = ind
+            && let PlPayload::Epfd(msg) = &*payload
+        {
+            self.core.handle(src, msg.clone());
+            self.flush();
+        }
+        Handled::OK
+    }
+}
+
+impl Require<Timer> for EpfdComp {
+    fn handle(&mut self, t: Timeout) -> HandlerResult {
+        if self.ticker.is_mine(&t) {
+            self.core.tick();
+            self.flush();
+        }
+        Handled::OK
+    }
+}
+
+impl Actor for EpfdComp {
+    type Message = Never;
+
+    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
+        match msg {}
+    }
+
+    fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
+        Handled::OK
+    }
+}

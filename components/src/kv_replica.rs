@@ -1,0 +1,285 @@
+//! The `KvReplica` component: one partition's key-value state machine on this node.
+//!
+//! Client requests routed here by the overlay are checked against the size limits
+//! and proposed to the partition's Sequence Paxos log; every replica applies the
+//! decided commands in log order (so GET, PUT and CAS are linearizable: reads go
+//! through the log too), and the replica that proposed a command answers the client
+//! directly. Sessions `(client, seq)` in the state machine make a retried PUT or CAS
+//! take effect once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kompact::prelude::*;
+use kv_ports::{
+    ClientMessage, KvCommand, KvOp, NodeId, PartitionId, Refusal, Routed, Routing, RoutingRequest,
+    ScIndication, ScRequest, SequenceConsensus, Snapshot, Timeout, Timer,
+};
+use kv_protocols::kv::{Applied, KvState};
+
+use crate::ticker::Ticker;
+
+/// Settings of one replica.
+#[derive(Clone, Debug)]
+pub struct KvReplicaSettings {
+    /// This node.
+    pub me: NodeId,
+    /// The partition.
+    pub partition: PartitionId,
+    /// Longest key accepted, in bytes.
+    pub max_key_bytes: usize,
+    /// Longest value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// Most of this replica's own proposals waiting for a decision; more are
+    /// answered `Busy`.
+    pub max_inflight: usize,
+    /// Applied entries between two snapshots (which let the log be trimmed).
+    pub snapshot_interval: u64,
+    /// Client sessions idle longer than this are forgotten.
+    pub session_idle: Duration,
+    /// Most client sessions remembered.
+    pub max_sessions: usize,
+    /// Period of the replica's clock (session stamps, expiry of lost proposals).
+    pub tick_period: Duration,
+}
+
+/// Checks an operation against the size limits; `Err` says what is too large.
+pub fn check_limits(op: &KvOp, max_key: usize, max_value: usize) -> Result<(), Refusal> {
+    let key = op.key();
+    if key.len() > max_key {
+        return Err(Refusal::TooLarge(format!(
+            "key is {} bytes, the limit is {max_key}",
+            key.len()
+        )));
+    }
+    let values: &[&str] = match op {
+        KvOp::Get { .. } => &[],
+        KvOp::Put { value, .. } => &[value.as_str()],
+        KvOp::Cas { expected, new, .. } => &[expected.as_str(), new.as_str()],
+    };
+    for v in values {
+        if v.len() > max_value {
+            return Err(Refusal::TooLarge(format!(
+                "value is {} bytes, the limit is {max_value}",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One partition's replica of the key-value state machine.
+#[derive(ComponentDefinition)]
+pub struct KvReplica {
+    ctx: ComponentContext<Self>,
+    sc_port: RequiredPort<SequenceConsensus>,
+    routing_port: RequiredPort<Routing>,
+    timer_port: RequiredPort<Timer>,
+    s: KvReplicaSettings,
+    state: KvState,
+    /// Entries `0..applied` are applied. Invariant: equals the index of the next
+    /// `Decided` this replica expects.
+    applied: u64,
+    last_snapshot: u64,
+    /// Own proposals not yet decided: (client, seq) → the clock when proposed.
+    inflight: BTreeMap<(u64, u64), u64>,
+    ticker: Ticker,
+    /// Milliseconds since this replica started (ticks × period): the stamp clock.
+    now_ms: u64,
+}
+
+impl KvReplica {
+    /// A replica with an empty store.
+    pub fn new(s: KvReplicaSettings) -> Self {
+        KvReplica {
+            ctx: ComponentContext::uninitialised(),
+            sc_port: RequiredPort::uninitialised(),
+            routing_port: RequiredPort::uninitialised(),
+            timer_port: RequiredPort::uninitialised(),
+            state: KvState::new(s.session_idle.as_millis() as u64, s.max_sessions),
+            applied: 0,
+            last_snapshot: 0,
+            inflight: BTreeMap::new(),
+            ticker: Ticker::new(s.tick_period),
+            now_ms: 0,
+            s,
+        }
+    }
+
+    fn send_client(&mut self, to: NodeId, msg: ClientMessage) {
+        self.routing_port.trigger(RoutingRequest::Reply { to, msg });
+    }
+
+    fn on_routed(&mut self, r: Routed) {
+        let req = r.request;
+        if let Err(reason) = check_limits(&req.op, self.s.max_key_bytes, self.s.max_value_bytes) {
+            self.send_client(
+                r.reply_to,
+                ClientMessage::Refused {
+                    client: req.client,
+                    seq: req.seq,
+                    reason,
+                },
+            );
+            return;
+        }
+        let key = (req.client, req.seq);
+        if !self.inflight.contains_key(&key) && self.inflight.len() >= self.s.max_inflight {
+            debug!(self.ctx.log(), "refusing request: too many in flight";
+                "partition" => self.s.partition, "inflight" => self.inflight.len());
+            self.send_client(
+                r.reply_to,
+                ClientMessage::Refused {
+                    client: req.client,
+                    seq: req.seq,
+                    reason: Refusal::Busy,
+                },
+            );
+            return;
+        }
+        self.inflight.insert(key, self.now_ms);
+        self.sc_port.trigger(ScRequest::Propose(KvCommand {
+            client: req.client,
+            seq: req.seq,
+            reply_to: r.reply_to,
+            origin: self.s.me,
+            stamp_ms: self.now_ms,
+            op: req.op,
+        }));
+    }
+
+    fn on_decided(&mut self, idx: u64, cmd: KvCommand) {
+        if idx < self.applied {
+            return; // covered by a snapshot we installed
+        }
+        if idx != self.applied {
+            error!(self.ctx.log(), "decided entries out of order";
+                "partition" => self.s.partition, "expected" => self.applied, "got" => idx);
+        }
+        let applied = self.state.apply(&cmd);
+        self.applied = idx + 1;
+        if cmd.origin == self.s.me {
+            self.inflight.remove(&(cmd.client, cmd.seq));
+            match applied {
+                Applied::Executed(result) | Applied::Duplicate(result) => {
+                    self.send_client(
+                        cmd.reply_to,
+                        ClientMessage::Response {
+                            client: cmd.client,
+                            seq: cmd.seq,
+                            result,
+                        },
+                    );
+                }
+                Applied::Stale { .. } => {}
+            }
+        }
+        if self.applied - self.last_snapshot >= self.s.snapshot_interval.max(1) {
+            self.last_snapshot = self.applied;
+            self.sc_port.trigger(ScRequest::Snapshot(Snapshot {
+                idx: self.applied,
+                data: self.state.encode_snapshot(),
+            }));
+        }
+    }
+
+    fn on_snapshot(&mut self, s: Snapshot) {
+        if s.idx <= self.applied {
+            return;
+        }
+        match KvState::decode_snapshot(
+            &s.data,
+            self.s.session_idle.as_millis() as u64,
+            self.s.max_sessions,
+        ) {
+            Ok(state) => {
+                info!(self.ctx.log(), "state replaced by snapshot";
+                    "partition" => self.s.partition, "idx" => s.idx, "keys" => state.len());
+                self.state = state;
+                self.applied = s.idx;
+                self.last_snapshot = s.idx;
+            }
+            Err(e) => {
+                error!(self.ctx.log(), "snapshot rejected"; "partition" => self.s.partition, "error" => %e);
+            }
+        }
+    }
+
+    /// The value stored under `key` on this replica (for tests and status).
+    pub fn local_get(&self, key: &str) -> Option<&str> {
+        self.state.get(key)
+    }
+
+    /// Entries applied on this replica.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+}
+
+impl ComponentLifecycle for KvReplica {
+    fn on_start(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.start());
+        Handled::OK
+    }
+
+    fn on_stop(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.stop());
+        Handled::OK
+    }
+}
+
+impl Require<SequenceConsensus> for KvReplica {
+    fn handle(&mut self, ind: ScIndication) -> HandlerResult {
+        match ind {
+            ScIndication::Decided { idx, cmd } => self.on_decided(idx, cmd),
+            ScIndication::Dropped(cmd) => {
+                // The client retries with the same sequence number; the session
+                // makes that safe.
+                self.inflight.remove(&(cmd.client, cmd.seq));
+                debug!(self.ctx.log(), "proposal dropped by consensus"; "partition" => self.s.partition);
+            }
+            ScIndication::InstallSnapshot(s) => self.on_snapshot(s),
+            ScIndication::LeaderChanged(b) => {
+                self.routing_port.trigger(RoutingRequest::LeaderOf {
+                    partition: self.s.partition,
+                    leader: b.map(|b| b.pid),
+                });
+            }
+        }
+        Handled::OK
+    }
+}
+
+impl Require<Routing> for KvReplica {
+    fn handle(&mut self, r: Routed) -> HandlerResult {
+        if r.partition == self.s.partition {
+            self.on_routed(r);
+        }
+        Handled::OK
+    }
+}
+
+impl Require<Timer> for KvReplica {
+    fn handle(&mut self, t: Timeout) -> HandlerResult {
+        if self.ticker.is_mine(&t) {
+            self.now_ms += self.ticker.period().as_millis() as u64;
+            // A proposal whose decision never came (forwarded to a leader that then
+            // crashed) is forgotten after a while; the client has retried by then.
+            let horizon = self.now_ms.saturating_sub(30_000);
+            self.inflight.retain(|_, t| *t >= horizon);
+        }
+        Handled::OK
+    }
+}
+
+impl Actor for KvReplica {
+    type Message = Never;
+
+    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
+        match msg {}
+    }
+
+    fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
+        Handled::OK
+    }
+}

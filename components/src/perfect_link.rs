@@ -1,0 +1,216 @@
+//! The `PerfectLink` component: exactly-once, FIFO delivery between correct nodes
+//! over the best-effort [`Network`] port. The protocol is the sans-IO
+//! [`LinkCore`](kv_protocols::link::LinkCore); this component feeds it frames, ticks
+//! and reconnections, and puts its frames on the network.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kompact::prelude::*;
+use kv_ports::{
+    LinkAck, LinkFrame, NetIndication, NetMessage, NetRequest, Network, NodeId, PerfectLink,
+    PlIndication, PlPayload, PlRequest, Timeout, Timer,
+};
+use kv_protocols::link::{Ack, Frame, LinkConfig, LinkCore, LinkEvent};
+
+use crate::ticker::{Ticker, ticks};
+
+/// Settings of the PerfectLink component.
+#[derive(Clone, Debug)]
+pub struct PerfectLinkConfig {
+    /// This node's address.
+    pub me: NodeId,
+    /// Fingerprint of the cluster name (see `kv_ports::cluster_fingerprint`).
+    pub cluster: u64,
+    /// Random per process start.
+    pub incarnation: u64,
+    /// Clock tick of the link core.
+    pub tick_period: Duration,
+    /// Time without acknowledgement before retransmitting.
+    pub retransmit_period: Duration,
+    /// Most unacknowledged payloads kept per peer.
+    pub max_unacked: usize,
+    /// Time after which a silent peer is reported unreachable.
+    pub unreachable_warning: Duration,
+}
+
+/// Provides [`PerfectLink`] over [`Network`] and [`Timer`].
+#[derive(ComponentDefinition)]
+pub struct PerfectLinkComp {
+    ctx: ComponentContext<Self>,
+    pl_port: ProvidedPort<PerfectLink>,
+    net_port: RequiredPort<Network>,
+    timer_port: RequiredPort<Timer>,
+    cfg: PerfectLinkConfig,
+    core: LinkCore<Arc<PlPayload>>,
+    ticker: Ticker,
+    frames: Vec<(NodeId, Frame<Arc<PlPayload>>)>,
+    deliveries: Vec<(NodeId, Arc<PlPayload>)>,
+    events: Vec<LinkEvent>,
+    /// Peers of another cluster we already logged (log once per peer).
+    foreign_logged: BTreeSet<NodeId>,
+}
+
+impl PerfectLinkComp {
+    /// A link component with the given settings.
+    pub fn new(cfg: PerfectLinkConfig) -> Self {
+        let core = LinkCore::new(LinkConfig {
+            incarnation: cfg.incarnation,
+            max_unacked: cfg.max_unacked,
+            retransmit_ticks: ticks(cfg.retransmit_period, cfg.tick_period),
+            unreachable_ticks: ticks(cfg.unreachable_warning, cfg.tick_period),
+            max_frame_payloads: 256,
+        });
+        PerfectLinkComp {
+            ctx: ComponentContext::uninitialised(),
+            pl_port: ProvidedPort::uninitialised(),
+            net_port: RequiredPort::uninitialised(),
+            timer_port: RequiredPort::uninitialised(),
+            ticker: Ticker::new(cfg.tick_period),
+            cfg,
+            core,
+            frames: Vec::new(),
+            deliveries: Vec::new(),
+            events: Vec::new(),
+            foreign_logged: BTreeSet::new(),
+        }
+    }
+
+    fn flush(&mut self) {
+        self.core.take_frames(&mut self.frames);
+        for (dst, f) in self.frames.drain(..) {
+            let msg = NetMessage::Link(LinkFrame {
+                cluster: self.cfg.cluster,
+                incarnation: f.incarnation,
+                first_seq: f.first_seq,
+                payloads: f.payloads,
+                ack: f.ack.map(|a| LinkAck {
+                    incarnation: a.incarnation,
+                    seq: a.seq,
+                }),
+            });
+            self.net_port.trigger(NetRequest::Send { dst, msg });
+        }
+        for (src, payload) in self.deliveries.drain(..) {
+            self.pl_port.trigger(PlIndication::Deliver { src, payload });
+        }
+        self.core.take_events(&mut self.events);
+        for e in self.events.drain(..) {
+            match e {
+                LinkEvent::Unreachable {
+                    peer,
+                    unacked,
+                    waiting_ticks,
+                } => {
+                    let waited = self.cfg.tick_period * waiting_ticks as u32;
+                    warn!(self.ctx.log(), "peer unreachable";
+                        "peer" => %peer, "unacked" => unacked, "waiting" => ?waited);
+                }
+                LinkEvent::Reachable(peer) => {
+                    info!(self.ctx.log(), "peer reachable again"; "peer" => %peer);
+                }
+                LinkEvent::Overflow { peer, dropped } => {
+                    warn!(self.ctx.log(), "retransmission buffer full, dropping messages";
+                        "peer" => %peer, "dropped" => dropped, "limit" => self.cfg.max_unacked);
+                }
+                LinkEvent::PeerRestarted(peer) => {
+                    info!(self.ctx.log(), "peer restarted"; "peer" => %peer);
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, src: NodeId, f: LinkFrame) {
+        if f.cluster != self.cfg.cluster {
+            if self.foreign_logged.insert(src) {
+                warn!(self.ctx.log(), "dropping messages from a node of another cluster";
+                    "peer" => %src, "their_cluster" => format!("{:016x}", f.cluster));
+            }
+            return;
+        }
+        let frame = Frame {
+            incarnation: f.incarnation,
+            first_seq: f.first_seq,
+            payloads: f.payloads,
+            ack: f.ack.map(|a| Ack {
+                incarnation: a.incarnation,
+                seq: a.seq,
+            }),
+        };
+        self.core.receive(src, frame, &mut self.deliveries);
+    }
+}
+
+impl ComponentLifecycle for PerfectLinkComp {
+    fn on_start(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.start());
+        Handled::OK
+    }
+
+    fn on_stop(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.stop());
+        Handled::OK
+    }
+}
+
+impl Provide<PerfectLink> for PerfectLinkComp {
+    fn handle(&mut self, req: PlRequest) -> HandlerResult {
+        match req {
+            PlRequest::Send { dst, payload } => {
+                if dst == self.cfg.me {
+                    // Loopback: delivered at once, in order, exactly once.
+                    self.pl_port.trigger(PlIndication::Deliver {
+                        src: dst,
+                        payload: Arc::new(payload),
+                    });
+                } else {
+                    self.core.send(dst, Arc::new(payload));
+                }
+            }
+        }
+        self.flush();
+        Handled::OK
+    }
+}
+
+impl Require<Network> for PerfectLinkComp {
+    fn handle(&mut self, ind: NetIndication) -> HandlerResult {
+        match ind {
+            NetIndication::Deliver {
+                src,
+                msg: NetMessage::Link(f),
+            } => self.on_frame(src, f),
+            NetIndication::Deliver { .. } => return Handled::OK, // client traffic
+            NetIndication::ConnectionEstablished(peer) => {
+                self.core.reconnected(peer);
+                self.pl_port.trigger(PlIndication::Reconnected(peer));
+            }
+            NetIndication::ConnectionLost(_) => return Handled::OK,
+        }
+        self.flush();
+        Handled::OK
+    }
+}
+
+impl Require<Timer> for PerfectLinkComp {
+    fn handle(&mut self, t: Timeout) -> HandlerResult {
+        if self.ticker.is_mine(&t) {
+            self.core.tick();
+            self.flush();
+        }
+        Handled::OK
+    }
+}
+
+impl Actor for PerfectLinkComp {
+    type Message = Never;
+
+    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
+        match msg {}
+    }
+
+    fn receive_network(&mut self, _msg: kompact::prelude::NetMessage) -> HandlerResult {
+        Handled::OK
+    }
+}

@@ -1,0 +1,195 @@
+//! The `SequencePaxos` component: the replicated log of one partition, an adapter
+//! around [`kv_protocols::sequence_paxos::SequencePaxos`].
+
+use std::time::Duration;
+
+use kompact::prelude::*;
+use kv_ports::{
+    BallotLeaderElection, KvCommand, Leader, NodeId, PartitionId, PerfectLink, PlIndication,
+    PlPayload, PlRequest, ScIndication, ScRequest, SequenceConsensus, Timeout, Timer,
+};
+use kv_protocols::sequence_paxos::messages::PaxosMsg;
+use kv_protocols::sequence_paxos::{PaxosConfig, PaxosEvent, SequencePaxos};
+
+use crate::ticker::{Ticker, ticks};
+
+/// Settings of one Sequence Paxos replica.
+#[derive(Clone, Debug)]
+pub struct PaxosSettings {
+    /// This node.
+    pub me: NodeId,
+    /// The partition.
+    pub partition: PartitionId,
+    /// The group, this node included.
+    pub group: Vec<NodeId>,
+    /// Clock tick of the core.
+    pub tick_period: Duration,
+    /// Most entries per Accept.
+    pub max_batch: usize,
+    /// Most unacknowledged Accept batches in flight.
+    pub max_inflight_batches: usize,
+    /// Resend period for unanswered Prepare / AcceptSync.
+    pub resend_period: Duration,
+    /// Retained-log bound that forces trimming to the latest snapshot.
+    pub max_log_entries: u64,
+    /// Bound on proposals buffered while no leader is known.
+    pub max_pending: usize,
+}
+
+/// Provides [`SequenceConsensus`] for one partition over [`PerfectLink`],
+/// [`BallotLeaderElection`] and [`Timer`].
+#[derive(ComponentDefinition)]
+pub struct SequencePaxosComp {
+    ctx: ComponentContext<Self>,
+    sc_port: ProvidedPort<SequenceConsensus>,
+    pl_port: RequiredPort<PerfectLink>,
+    ble_port: RequiredPort<BallotLeaderElection>,
+    timer_port: RequiredPort<Timer>,
+    partition: PartitionId,
+    group: Vec<NodeId>,
+    core: SequencePaxos<KvCommand>,
+    ticker: Ticker,
+    out: Vec<(NodeId, PaxosMsg<KvCommand>)>,
+    events: Vec<PaxosEvent<KvCommand>>,
+    leader: Option<kv_ports::Ballot>,
+}
+
+impl SequencePaxosComp {
+    /// A replica of one partition's log.
+    pub fn new(s: PaxosSettings) -> Self {
+        let core = SequencePaxos::new(PaxosConfig {
+            me: s.me,
+            peers: s.group.clone(),
+            max_batch: s.max_batch,
+            max_inflight_batches: s.max_inflight_batches,
+            resend_ticks: ticks(s.resend_period, s.tick_period),
+            max_log_entries: s.max_log_entries,
+            max_pending: s.max_pending,
+        });
+        SequencePaxosComp {
+            ctx: ComponentContext::uninitialised(),
+            sc_port: ProvidedPort::uninitialised(),
+            pl_port: RequiredPort::uninitialised(),
+            ble_port: RequiredPort::uninitialised(),
+            timer_port: RequiredPort::uninitialised(),
+            partition: s.partition,
+            group: s.group,
+            core,
+            ticker: Ticker::new(s.tick_period),
+            out: Vec::new(),
+            events: Vec::new(),
+            leader: None,
+        }
+    }
+
+    fn flush(&mut self) {
+        self.core.take_outgoing(&mut self.out);
+        for (dst, msg) in self.out.drain(..) {
+            self.pl_port.trigger(PlRequest::Send {
+                dst,
+                payload: PlPayload::Paxos {
+                    partition: self.partition,
+                    msg,
+                },
+            });
+        }
+        self.core.take_events(&mut self.events);
+        for e in self.events.drain(..) {
+            let ind = match e {
+                PaxosEvent::Decided { idx, entry } => ScIndication::Decided { idx, cmd: entry },
+                PaxosEvent::Dropped(cmd) => ScIndication::Dropped(cmd),
+                PaxosEvent::InstallSnapshot(s) => {
+                    info!(self.ctx.log(), "installing snapshot";
+                        "partition" => self.partition, "idx" => s.idx, "bytes" => s.data.len());
+                    ScIndication::InstallSnapshot(s)
+                }
+            };
+            self.sc_port.trigger(ind);
+        }
+        let leader = self.core.leader();
+        if leader != self.leader {
+            self.leader = leader;
+            self.sc_port.trigger(ScIndication::LeaderChanged(leader));
+        }
+    }
+}
+
+impl ComponentLifecycle for SequencePaxosComp {
+    fn on_start(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.start());
+        Handled::OK
+    }
+
+    fn on_stop(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.stop());
+        Handled::OK
+    }
+}
+
+impl Provide<SequenceConsensus> for SequencePaxosComp {
+    fn handle(&mut self, req: ScRequest) -> HandlerResult {
+        match req {
+            ScRequest::Propose(cmd) => self.core.propose(cmd),
+            ScRequest::Snapshot(s) => self.core.set_snapshot(s),
+        }
+        self.flush();
+        Handled::OK
+    }
+}
+
+impl Require<BallotLeaderElection> for SequencePaxosComp {
+    fn handle(&mut self, Leader(b): Leader) -> HandlerResult {
+        self.core.handle_leader(b);
+        self.flush();
+        Handled::OK
+    }
+}
+
+impl Require<PerfectLink> for SequencePaxosComp {
+    fn handle(&mut self, ind: PlIndication) -> HandlerResult {
+        match ind {
+            PlIndication::Deliver { src, payload } => {
+                if let PlPayload::Paxos { partition, msg } = &*payload
+                    && *partition == self.partition
+                {
+                    if !self.group.contains(&src) {
+                        warn!(self.ctx.log(), "ignoring replication message from outside the group";
+                            "partition" => self.partition, "from" => %src);
+                        return Handled::OK;
+                    }
+                    self.core.handle(src, msg.clone());
+                    self.flush();
+                }
+            }
+            PlIndication::Reconnected(peer) => {
+                if self.group.contains(&peer) {
+                    self.core.reconnected(peer);
+                    self.flush();
+                }
+            }
+        }
+        Handled::OK
+    }
+}
+
+impl Require<Timer> for SequencePaxosComp {
+    fn handle(&mut self, t: Timeout) -> HandlerResult {
+        if self.ticker.is_mine(&t) {
+            self.core.tick();
+            self.flush();
+        }
+        Handled::OK
+    }
+}
+
+impl Actor for SequencePaxosComp {
+    type Message = Never;
+
+    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
+        match msg {}
+    }
+
+    fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
+        Handled::OK
+    }
+}

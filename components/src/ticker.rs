@@ -1,0 +1,56 @@
+//! A periodic tick over the [`Timer`](kv_ports::Timer) port, for components that
+//! drive a sans-IO core with `tick()`.
+
+use std::time::Duration;
+
+use kv_ports::{Timeout, TimerId, TimerRequest};
+
+/// One periodic timer owned by one component.
+///
+/// The timer provider is shared, so every connected component sees every
+/// `Timeout`; [`Ticker::is_mine`] picks out this component's.
+#[derive(Debug)]
+pub struct Ticker {
+    id: TimerId,
+    period: Duration,
+}
+
+impl Ticker {
+    /// A ticker with a fresh id.
+    pub fn new(period: Duration) -> Self {
+        Ticker {
+            id: TimerId::fresh(),
+            period,
+        }
+    }
+
+    /// The request that starts it.
+    pub fn start(&self) -> TimerRequest {
+        TimerRequest::SchedulePeriodic {
+            id: self.id,
+            delay: self.period,
+            period: self.period,
+        }
+    }
+
+    /// The request that stops it.
+    pub fn stop(&self) -> TimerRequest {
+        TimerRequest::Cancel(self.id)
+    }
+
+    /// Whether `t` is this ticker's timeout.
+    pub fn is_mine(&self, t: &Timeout) -> bool {
+        t.0 == self.id
+    }
+
+    /// The tick period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+/// How many ticks of `tick` fit in `d` (at least 1).
+pub fn ticks(d: Duration, tick: Duration) -> u64 {
+    let t = tick.as_nanos().max(1);
+    ((d.as_nanos() / t) as u64).max(1)
+}

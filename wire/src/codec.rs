@@ -1,0 +1,305 @@
+//! Encoding and decoding of whole network messages, and their Kompact glue.
+
+use std::any::Any;
+
+use bytes::{Buf, BufMut};
+use kompact::messaging::NetData;
+use kompact::prelude::{Deserialiser, SerError, SerId, Serialisable, UnpackError};
+use kv_ports::{BootstrapMsg, ClientMessage, LinkFrame, NetMessage, PlPayload};
+use kv_protocols::kv::{KvCommand, KvOp, KvResult};
+use kv_protocols::sequence_paxos::messages::PaxosMsg;
+use prost::Message;
+
+use crate::convert as c;
+use crate::error::WireError;
+use crate::ids;
+use crate::pb;
+
+/// The serialisation id `msg` is sent under (one per message type, see [`ids`]).
+pub fn ser_id_of(msg: &NetMessage) -> SerId {
+    match msg {
+        NetMessage::Link(_) => ids::LINK_FRAME,
+        NetMessage::Client(m) => match m {
+            ClientMessage::Connect { .. } => ids::CONNECT,
+            ClientMessage::ConnectAck { .. } => ids::CONNECT_ACK,
+            ClientMessage::Request(_) => ids::REQUEST,
+            ClientMessage::Response { .. } => ids::RESPONSE,
+            ClientMessage::Refused { .. } => ids::REFUSED,
+        },
+    }
+}
+
+/// Appends the protobuf encoding of `msg` to `buf`; the receiver needs
+/// [`ser_id_of`]`(msg)` as well to decode it.
+///
+/// `buf` grows as needed: the encoding does not check `remaining_mut` up front,
+/// so buffers that chain chunks on demand (Kompact's network encoder) work for
+/// messages of any size.
+pub fn encode(msg: &NetMessage, buf: &mut impl BufMut) {
+    // `encode_raw` is what `Message::encode` calls after checking that the buffer
+    // has room for the whole message; we skip that check on purpose (see above).
+    match msg {
+        NetMessage::Link(f) => c::link_frame_to_pb(f).encode_raw(buf),
+        NetMessage::Client(m) => match m {
+            ClientMessage::Connect { cluster } => pb::Connect {
+                cluster: cluster.clone(),
+            }
+            .encode_raw(buf),
+            ClientMessage::ConnectAck { entry, nodes } => {
+                c::connect_ack_to_pb(entry, nodes).encode_raw(buf)
+            }
+            ClientMessage::Request(r) => c::client_request_to_pb(r).encode_raw(buf),
+            ClientMessage::Response {
+                client,
+                seq,
+                result,
+            } => pb::Response {
+                client: *client,
+                seq: *seq,
+                result: Some(c::kv_result_to_pb(result)),
+            }
+            .encode_raw(buf),
+            ClientMessage::Refused {
+                client,
+                seq,
+                reason,
+            } => pb::Refused {
+                client: *client,
+                seq: *seq,
+                reason: Some(c::refusal_to_pb(reason)),
+            }
+            .encode_raw(buf),
+        },
+    }
+}
+
+/// Decodes a message that arrived under serialisation id `ser_id`, consuming all
+/// of `buf`.
+///
+/// Never panics: malformed, truncated or semantically invalid input gives a
+/// [`WireError`], an id that is not one of [`ids`] gives [`WireError::UnknownId`].
+pub fn decode(ser_id: SerId, buf: &mut dyn Buf) -> Result<NetMessage, WireError> {
+    Ok(match ser_id {
+        ids::LINK_FRAME => NetMessage::Link(c::link_frame_from_pb(pb::LinkFrame::decode(buf)?)?),
+        ids::CONNECT => NetMessage::Client(c::connect_from_pb(pb::Connect::decode(buf)?)),
+        ids::CONNECT_ACK => {
+            NetMessage::Client(c::connect_ack_from_pb(pb::ConnectAck::decode(buf)?)?)
+        }
+        ids::REQUEST => NetMessage::Client(ClientMessage::Request(c::client_request_from_pb(
+            pb::ClientRequest::decode(buf)?,
+        )?)),
+        ids::RESPONSE => NetMessage::Client(c::response_from_pb(pb::Response::decode(buf)?)?),
+        ids::REFUSED => NetMessage::Client(c::refused_from_pb(pb::Refused::decode(buf)?)?),
+        other => return Err(WireError::UnknownId(other)),
+    })
+}
+
+/// Encodes `msg` into a fresh vector sized from [`size_hint`]; returns the id to
+/// send it under as well.
+pub fn encode_to_vec(msg: &NetMessage) -> (SerId, Vec<u8>) {
+    let mut v = Vec::with_capacity(size_hint(msg));
+    encode(msg, &mut v);
+    (ser_id_of(msg), v)
+}
+
+/// Decodes `bytes`, which arrived under serialisation id `ser_id`.
+pub fn decode_slice(ser_id: SerId, mut bytes: &[u8]) -> Result<NetMessage, WireError> {
+    decode(ser_id, &mut bytes)
+}
+
+// ---------------------------------------------------------------------------------
+// Size estimate
+
+/// Upper bound on the encoding of an address (two tags, a length, 16 bytes, a
+/// varint port) plus the enclosing field's tag and length.
+const ADDR: usize = 2 + 16 + 1 + 3 + 2;
+/// A tag plus a varint of up to 10 bytes.
+const U64: usize = 11;
+/// Tag and length prefix of a sub-message or string (lengths below 2 MiB).
+const LEN: usize = 4;
+
+fn op_len(op: &KvOp) -> usize {
+    LEN * 2
+        + match op {
+            KvOp::Get { key } => LEN + key.len(),
+            KvOp::Put { key, value } => 2 * LEN + key.len() + value.len(),
+            KvOp::Cas { key, expected, new } => 3 * LEN + key.len() + expected.len() + new.len(),
+        }
+}
+
+fn command_len(c: &KvCommand) -> usize {
+    LEN + 3 * U64 + 2 * ADDR + op_len(&c.op)
+}
+
+fn commands_len(cs: &[KvCommand]) -> usize {
+    cs.iter().map(command_len).sum()
+}
+
+fn result_len(r: &KvResult) -> usize {
+    2 * LEN
+        + match r {
+            KvResult::Value(v) => v.len(),
+            KvResult::Done | KvResult::NotFound => 0,
+            KvResult::CasMismatch { current } => LEN + current.len(),
+        }
+}
+
+fn paxos_len(m: &PaxosMsg<KvCommand>) -> usize {
+    const BALLOT: usize = LEN + U64 + ADDR;
+    let body = match m {
+        PaxosMsg::Prepare(_) => 2 * BALLOT + 2 * U64,
+        PaxosMsg::Promise(p) => {
+            2 * BALLOT
+                + 2 * U64
+                + commands_len(&p.suffix)
+                + p.snapshot
+                    .as_ref()
+                    .map_or(0, |s| LEN + U64 + LEN + s.data.len())
+        }
+        PaxosMsg::AcceptSync(a) => {
+            BALLOT
+                + 2 * U64
+                + commands_len(&a.suffix)
+                + a.snapshot
+                    .as_ref()
+                    .map_or(0, |s| LEN + U64 + LEN + s.data.len())
+        }
+        PaxosMsg::AcceptDecide(a) => BALLOT + 2 * U64 + commands_len(&a.entries),
+        PaxosMsg::ProposalForward(es) => LEN + commands_len(es),
+        PaxosMsg::Accepted(_) | PaxosMsg::Decide(_) | PaxosMsg::Compaction { .. } => BALLOT + U64,
+        PaxosMsg::PrepareReq => 0,
+    };
+    2 * LEN + body
+}
+
+fn payload_len(p: &PlPayload) -> usize {
+    2 * LEN
+        + match p {
+            PlPayload::Epfd(_) => LEN + U64,
+            PlPayload::Ble { .. } => 2 * LEN + U64 + 2 * U64 + LEN + U64 + ADDR + 2,
+            PlPayload::Paxos { msg, .. } => LEN + U64 + paxos_len(msg),
+            PlPayload::Bootstrap(b) => {
+                LEN + match b {
+                    BootstrapMsg::CheckIn { cluster } => LEN + cluster.len(),
+                    BootstrapMsg::Rejected { reason } => LEN + reason.len(),
+                    BootstrapMsg::Boot(t) => {
+                        2 * U64
+                            + ADDR * t.nodes.len()
+                            + t.groups.iter().map(|g| LEN + ADDR * g.len()).sum::<usize>()
+                    }
+                }
+            }
+            PlPayload::Forward(r) => 2 * U64 + ADDR + LEN + 2 * U64 + op_len(&r.request.op),
+        }
+}
+
+fn frame_len(f: &LinkFrame) -> usize {
+    3 * U64 + f.payloads.iter().map(|p| payload_len(p)).sum::<usize>() + LEN + 2 * U64
+}
+
+/// A cheap upper estimate of the encoded size of `msg` (it walks the message but
+/// encodes nothing), for reserving buffer space.
+pub fn size_hint(msg: &NetMessage) -> usize {
+    match msg {
+        NetMessage::Link(f) => frame_len(f),
+        NetMessage::Client(m) => match m {
+            ClientMessage::Connect { cluster } => LEN + cluster.len(),
+            ClientMessage::ConnectAck { nodes, .. } => ADDR * (1 + nodes.len()),
+            ClientMessage::Request(r) => 2 * U64 + op_len(&r.op),
+            ClientMessage::Response { result, .. } => U64 + result_len(result),
+            ClientMessage::Refused { reason, .. } => U64 + 3 * LEN + reason.to_string().len(),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Kompact glue
+
+/// A [`NetMessage`] as Kompact sends it: encoded with prost when it leaves the
+/// process, handed over as is (no encoding) when the receiver is local.
+///
+/// The receiving side gets the message back with [`unpack`] (or [`decode`] on the
+/// raw bytes).
+#[derive(Clone, Debug)]
+pub struct Wire(pub NetMessage);
+
+impl From<NetMessage> for Wire {
+    fn from(m: NetMessage) -> Wire {
+        Wire(m)
+    }
+}
+
+impl Serialisable for Wire {
+    fn ser_id(&self) -> SerId {
+        ser_id_of(&self.0)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(size_hint(&self.0))
+    }
+
+    fn serialise(&self, mut buf: &mut dyn BufMut) -> Result<(), SerError> {
+        encode(&self.0, &mut buf);
+        Ok(())
+    }
+
+    fn local(self: Box<Self>) -> Result<Box<dyn Any + Send>, Box<dyn Serialisable>> {
+        Ok(Box::new(self.0))
+    }
+
+    fn cloned(&self) -> Option<Box<dyn Serialisable>> {
+        // Link frames share their payloads (`Arc`), so a clone is cheap.
+        Some(Box::new(self.clone()))
+    }
+}
+
+/// A Kompact [`Deserialiser`] of [`NetMessage`] for the one serialisation id `ID`,
+/// for use with `match_deser!` or `NetMessage::try_deserialise`, e.g.
+/// `Deser::<{ kv_wire::ids::LINK_FRAME }>`. [`unpack`] covers every id at once.
+///
+/// A decoding failure is reported as a `SerError` whose `source()` is the
+/// [`WireError`].
+pub struct Deser<const ID: SerId>;
+
+impl<const ID: SerId> Deserialiser<NetMessage> for Deser<ID> {
+    const SER_ID: SerId = ID;
+
+    fn deserialise(buf: &mut dyn Buf) -> Result<NetMessage, SerError> {
+        decode(ID, buf).map_err(|e| SerError::third_party("decoding a kompact-kv message", e))
+    }
+}
+
+fn from_unpack_error(id: SerId, e: UnpackError<NetData>) -> WireError {
+    match e {
+        UnpackError::NoIdMatch(_) => WireError::UnknownId(id),
+        UnpackError::NoCast(_) => WireError::Unpack(format!(
+            "local message under id {id} is not a kv_ports::NetMessage"
+        )),
+        UnpackError::DeserError(e) => std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<WireError>())
+            .cloned()
+            .unwrap_or_else(|| WireError::Unpack(e.to_string())),
+    }
+}
+
+/// Turns the data of a message Kompact delivered to `receive_network` back into a
+/// [`NetMessage`], whether it was sent locally (no copy, no decoding) or arrived
+/// encoded. Pass `msg.data` of the Kompact message.
+pub fn unpack(data: NetData) -> Result<NetMessage, WireError> {
+    let id = data.ser_id;
+    macro_rules! with {
+        ($id:path) => {
+            data.try_deserialise_unchecked::<NetMessage, Deser<{ $id }>>()
+        };
+    }
+    let r = match id {
+        ids::LINK_FRAME => with!(ids::LINK_FRAME),
+        ids::CONNECT => with!(ids::CONNECT),
+        ids::CONNECT_ACK => with!(ids::CONNECT_ACK),
+        ids::REQUEST => with!(ids::REQUEST),
+        ids::RESPONSE => with!(ids::RESPONSE),
+        ids::REFUSED => with!(ids::REFUSED),
+        other => return Err(WireError::UnknownId(other)),
+    };
+    r.map_err(|e| from_unpack_error(id, e))
+}

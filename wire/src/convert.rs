@@ -1,0 +1,563 @@
+//! Conversions between the Rust message types and the generated protobuf types.
+//!
+//! Encoding (`to_pb`) borrows the Rust value and builds the protobuf value in one
+//! pass. Decoding (`from_pb`) consumes the protobuf value, so strings and byte
+//! vectors are moved rather than copied, and checks everything the protobuf type
+//! cannot express: required sub-messages, `oneof`s, address lengths, ports, integer
+//! ranges and the lookup table's invariant.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use kv_ports::{
+    BootstrapMsg, ClientMessage, ClientRequest, LinkAck, LinkFrame, PlPayload, Refusal, Routed,
+};
+use kv_protocols::ballot::Ballot;
+use kv_protocols::ble::BleMsg;
+use kv_protocols::epfd::EpfdMsg;
+use kv_protocols::kv::{KvCommand, KvOp, KvResult};
+use kv_protocols::partition::LookupTable;
+use kv_protocols::sequence_paxos::messages::{
+    AcceptDecide, AcceptSync, Accepted, Decide, PaxosMsg, Prepare, Promise, Snapshot,
+};
+
+use crate::error::WireError;
+use crate::pb;
+
+type Result<T> = std::result::Result<T, WireError>;
+
+/// A required sub-message.
+fn req<T>(v: Option<T>, message: &'static str, field: &'static str) -> Result<T> {
+    v.ok_or(WireError::MissingField { message, field })
+}
+
+/// A required `oneof`.
+fn one<T>(v: Option<T>, message: &'static str, field: &'static str) -> Result<T> {
+    v.ok_or(WireError::UnknownVariant { message, field })
+}
+
+fn map_vec<P, R>(v: Vec<P>, f: impl FnMut(P) -> Result<R>) -> Result<Vec<R>> {
+    v.into_iter().map(f).collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Addresses and ballots
+
+pub(crate) fn addr_to_pb(a: &SocketAddr) -> pb::Addr {
+    let ip = match a.ip() {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    pb::Addr {
+        ip,
+        port: u32::from(a.port()),
+    }
+}
+
+pub(crate) fn addr_from_pb(a: pb::Addr) -> Result<SocketAddr> {
+    let ip = if let Ok(b) = <[u8; 4]>::try_from(a.ip.as_slice()) {
+        IpAddr::V4(Ipv4Addr::from(b))
+    } else if let Ok(b) = <[u8; 16]>::try_from(a.ip.as_slice()) {
+        IpAddr::V6(Ipv6Addr::from(b))
+    } else {
+        return Err(WireError::BadIpLength(a.ip.len()));
+    };
+    let port = u16::try_from(a.port).map_err(|_| WireError::BadPort(a.port))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn req_addr(a: Option<pb::Addr>, message: &'static str, field: &'static str) -> Result<SocketAddr> {
+    addr_from_pb(req(a, message, field)?)
+}
+
+fn ballot_to_pb(b: &Ballot) -> pb::Ballot {
+    pb::Ballot {
+        n: b.n,
+        pid: Some(addr_to_pb(&b.pid)),
+    }
+}
+
+fn ballot_from_pb(b: pb::Ballot) -> Result<Ballot> {
+    Ok(Ballot {
+        n: b.n,
+        pid: req_addr(b.pid, "Ballot", "pid")?,
+    })
+}
+
+fn req_ballot(b: Option<pb::Ballot>, message: &'static str, field: &'static str) -> Result<Ballot> {
+    ballot_from_pb(req(b, message, field)?)
+}
+
+// ---------------------------------------------------------------------------------
+// Key-value operations, results, commands
+
+pub(crate) fn kv_op_to_pb(op: &KvOp) -> pb::KvOp {
+    use pb::kv_op::{Cas, Get, Op, Put};
+    let op = match op {
+        KvOp::Get { key } => Op::Get(Get { key: key.clone() }),
+        KvOp::Put { key, value } => Op::Put(Put {
+            key: key.clone(),
+            value: value.clone(),
+        }),
+        KvOp::Cas { key, expected, new } => Op::Cas(Cas {
+            key: key.clone(),
+            expected: expected.clone(),
+            new: new.clone(),
+        }),
+    };
+    pb::KvOp { op: Some(op) }
+}
+
+pub(crate) fn kv_op_from_pb(op: pb::KvOp) -> Result<KvOp> {
+    use pb::kv_op::Op;
+    Ok(match one(op.op, "KvOp", "op")? {
+        Op::Get(g) => KvOp::Get { key: g.key },
+        Op::Put(p) => KvOp::Put {
+            key: p.key,
+            value: p.value,
+        },
+        Op::Cas(c) => KvOp::Cas {
+            key: c.key,
+            expected: c.expected,
+            new: c.new,
+        },
+    })
+}
+
+fn req_kv_op(op: Option<pb::KvOp>, message: &'static str) -> Result<KvOp> {
+    kv_op_from_pb(req(op, message, "op")?)
+}
+
+pub(crate) fn kv_result_to_pb(r: &KvResult) -> pb::KvResult {
+    use pb::kv_result::{CasMismatch, Result as R};
+    let r = match r {
+        KvResult::Value(v) => R::Value(v.clone()),
+        KvResult::Done => R::Done(pb::Empty {}),
+        KvResult::NotFound => R::NotFound(pb::Empty {}),
+        KvResult::CasMismatch { current } => R::CasMismatch(CasMismatch {
+            current: current.clone(),
+        }),
+    };
+    pb::KvResult { result: Some(r) }
+}
+
+pub(crate) fn kv_result_from_pb(r: pb::KvResult) -> Result<KvResult> {
+    use pb::kv_result::Result as R;
+    Ok(match one(r.result, "KvResult", "result")? {
+        R::Value(v) => KvResult::Value(v),
+        R::Done(_) => KvResult::Done,
+        R::NotFound(_) => KvResult::NotFound,
+        R::CasMismatch(m) => KvResult::CasMismatch { current: m.current },
+    })
+}
+
+pub(crate) fn kv_command_to_pb(c: &KvCommand) -> pb::KvCommand {
+    pb::KvCommand {
+        client: c.client,
+        seq: c.seq,
+        reply_to: Some(addr_to_pb(&c.reply_to)),
+        origin: Some(addr_to_pb(&c.origin)),
+        stamp_ms: c.stamp_ms,
+        op: Some(kv_op_to_pb(&c.op)),
+    }
+}
+
+pub(crate) fn kv_command_from_pb(c: pb::KvCommand) -> Result<KvCommand> {
+    Ok(KvCommand {
+        client: c.client,
+        seq: c.seq,
+        reply_to: req_addr(c.reply_to, "KvCommand", "reply_to")?,
+        origin: req_addr(c.origin, "KvCommand", "origin")?,
+        stamp_ms: c.stamp_ms,
+        op: req_kv_op(c.op, "KvCommand")?,
+    })
+}
+
+fn commands_to_pb(cs: &[KvCommand]) -> Vec<pb::KvCommand> {
+    cs.iter().map(kv_command_to_pb).collect()
+}
+
+fn commands_from_pb(cs: Vec<pb::KvCommand>) -> Result<Vec<KvCommand>> {
+    map_vec(cs, kv_command_from_pb)
+}
+
+pub(crate) fn client_request_to_pb(r: &ClientRequest) -> pb::ClientRequest {
+    pb::ClientRequest {
+        client: r.client,
+        seq: r.seq,
+        op: Some(kv_op_to_pb(&r.op)),
+    }
+}
+
+pub(crate) fn client_request_from_pb(r: pb::ClientRequest) -> Result<ClientRequest> {
+    Ok(ClientRequest {
+        client: r.client,
+        seq: r.seq,
+        op: req_kv_op(r.op, "ClientRequest")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Failure detection and leader election
+
+fn epfd_to_pb(m: &EpfdMsg) -> pb::EpfdMsg {
+    use pb::epfd_msg::{HeartbeatReply, HeartbeatRequest, Msg};
+    let msg = match *m {
+        EpfdMsg::HeartbeatRequest { seq } => Msg::HeartbeatRequest(HeartbeatRequest { seq }),
+        EpfdMsg::HeartbeatReply { seq } => Msg::HeartbeatReply(HeartbeatReply { seq }),
+    };
+    pb::EpfdMsg { msg: Some(msg) }
+}
+
+fn epfd_from_pb(m: pb::EpfdMsg) -> Result<EpfdMsg> {
+    use pb::epfd_msg::Msg;
+    Ok(match one(m.msg, "EpfdMsg", "msg")? {
+        Msg::HeartbeatRequest(r) => EpfdMsg::HeartbeatRequest { seq: r.seq },
+        Msg::HeartbeatReply(r) => EpfdMsg::HeartbeatReply { seq: r.seq },
+    })
+}
+
+fn ble_to_pb(m: &BleMsg) -> pb::BleMsg {
+    use pb::ble_msg::{HeartbeatReply, HeartbeatRequest, Msg};
+    let msg = match m {
+        BleMsg::HeartbeatRequest { round } => {
+            Msg::HeartbeatRequest(HeartbeatRequest { round: *round })
+        }
+        BleMsg::HeartbeatReply {
+            round,
+            ballot,
+            quorum_connected,
+        } => Msg::HeartbeatReply(HeartbeatReply {
+            round: *round,
+            ballot: Some(ballot_to_pb(ballot)),
+            quorum_connected: *quorum_connected,
+        }),
+    };
+    pb::BleMsg { msg: Some(msg) }
+}
+
+fn ble_from_pb(m: pb::BleMsg) -> Result<BleMsg> {
+    use pb::ble_msg::Msg;
+    Ok(match one(m.msg, "BleMsg", "msg")? {
+        Msg::HeartbeatRequest(r) => BleMsg::HeartbeatRequest { round: r.round },
+        Msg::HeartbeatReply(r) => BleMsg::HeartbeatReply {
+            round: r.round,
+            ballot: req_ballot(r.ballot, "BleMsg.HeartbeatReply", "ballot")?,
+            quorum_connected: r.quorum_connected,
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Sequence Paxos
+
+fn snapshot_to_pb(s: &Snapshot) -> pb::Snapshot {
+    pb::Snapshot {
+        idx: s.idx,
+        data: s.data.clone(),
+    }
+}
+
+fn snapshot_from_pb(s: pb::Snapshot) -> Snapshot {
+    Snapshot {
+        idx: s.idx,
+        data: s.data,
+    }
+}
+
+pub(crate) fn paxos_to_pb(m: &PaxosMsg<KvCommand>) -> pb::PaxosMsg {
+    use pb::paxos_msg as p;
+    let msg = match m {
+        PaxosMsg::Prepare(x) => p::Msg::Prepare(p::Prepare {
+            n: Some(ballot_to_pb(&x.n)),
+            decided_idx: x.decided_idx,
+            n_accepted: Some(ballot_to_pb(&x.n_accepted)),
+            accepted_idx: x.accepted_idx,
+        }),
+        PaxosMsg::Promise(x) => p::Msg::Promise(p::Promise {
+            n: Some(ballot_to_pb(&x.n)),
+            n_accepted: Some(ballot_to_pb(&x.n_accepted)),
+            decided_idx: x.decided_idx,
+            accepted_idx: x.accepted_idx,
+            suffix: commands_to_pb(&x.suffix),
+            snapshot: x.snapshot.as_ref().map(snapshot_to_pb),
+        }),
+        PaxosMsg::AcceptSync(x) => p::Msg::AcceptSync(p::AcceptSync {
+            n: Some(ballot_to_pb(&x.n)),
+            sync_idx: x.sync_idx,
+            suffix: commands_to_pb(&x.suffix),
+            decided_idx: x.decided_idx,
+            snapshot: x.snapshot.as_ref().map(snapshot_to_pb),
+        }),
+        PaxosMsg::AcceptDecide(x) => p::Msg::AcceptDecide(p::AcceptDecide {
+            n: Some(ballot_to_pb(&x.n)),
+            start_idx: x.start_idx,
+            entries: commands_to_pb(&x.entries),
+            decided_idx: x.decided_idx,
+        }),
+        PaxosMsg::Accepted(x) => p::Msg::Accepted(p::Accepted {
+            n: Some(ballot_to_pb(&x.n)),
+            accepted_idx: x.accepted_idx,
+        }),
+        PaxosMsg::Decide(x) => p::Msg::Decide(p::Decide {
+            n: Some(ballot_to_pb(&x.n)),
+            decided_idx: x.decided_idx,
+        }),
+        PaxosMsg::ProposalForward(entries) => p::Msg::ProposalForward(p::ProposalForward {
+            entries: commands_to_pb(entries),
+        }),
+        PaxosMsg::PrepareReq => p::Msg::PrepareReq(p::PrepareReq {}),
+        PaxosMsg::Compaction { n, applied_idx } => p::Msg::Compaction(p::Compaction {
+            n: Some(ballot_to_pb(n)),
+            applied_idx: *applied_idx,
+        }),
+    };
+    pb::PaxosMsg { msg: Some(msg) }
+}
+
+pub(crate) fn paxos_from_pb(m: pb::PaxosMsg) -> Result<PaxosMsg<KvCommand>> {
+    use pb::paxos_msg as p;
+    Ok(match one(m.msg, "PaxosMsg", "msg")? {
+        p::Msg::Prepare(x) => PaxosMsg::Prepare(Prepare {
+            n: req_ballot(x.n, "PaxosMsg.Prepare", "n")?,
+            decided_idx: x.decided_idx,
+            n_accepted: req_ballot(x.n_accepted, "PaxosMsg.Prepare", "n_accepted")?,
+            accepted_idx: x.accepted_idx,
+        }),
+        p::Msg::Promise(x) => PaxosMsg::Promise(Promise {
+            n: req_ballot(x.n, "PaxosMsg.Promise", "n")?,
+            n_accepted: req_ballot(x.n_accepted, "PaxosMsg.Promise", "n_accepted")?,
+            decided_idx: x.decided_idx,
+            accepted_idx: x.accepted_idx,
+            suffix: commands_from_pb(x.suffix)?,
+            snapshot: x.snapshot.map(snapshot_from_pb),
+        }),
+        p::Msg::AcceptSync(x) => PaxosMsg::AcceptSync(AcceptSync {
+            n: req_ballot(x.n, "PaxosMsg.AcceptSync", "n")?,
+            sync_idx: x.sync_idx,
+            suffix: commands_from_pb(x.suffix)?,
+            decided_idx: x.decided_idx,
+            snapshot: x.snapshot.map(snapshot_from_pb),
+        }),
+        p::Msg::AcceptDecide(x) => PaxosMsg::AcceptDecide(AcceptDecide {
+            n: req_ballot(x.n, "PaxosMsg.AcceptDecide", "n")?,
+            start_idx: x.start_idx,
+            entries: commands_from_pb(x.entries)?,
+            decided_idx: x.decided_idx,
+        }),
+        p::Msg::Accepted(x) => PaxosMsg::Accepted(Accepted {
+            n: req_ballot(x.n, "PaxosMsg.Accepted", "n")?,
+            accepted_idx: x.accepted_idx,
+        }),
+        p::Msg::Decide(x) => PaxosMsg::Decide(Decide {
+            n: req_ballot(x.n, "PaxosMsg.Decide", "n")?,
+            decided_idx: x.decided_idx,
+        }),
+        p::Msg::ProposalForward(x) => PaxosMsg::ProposalForward(commands_from_pb(x.entries)?),
+        p::Msg::PrepareReq(_) => PaxosMsg::PrepareReq,
+        p::Msg::Compaction(x) => PaxosMsg::Compaction {
+            n: req_ballot(x.n, "PaxosMsg.Compaction", "n")?,
+            applied_idx: x.applied_idx,
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Cluster formation
+
+fn table_to_pb(t: &LookupTable) -> pb::LookupTable {
+    pb::LookupTable {
+        partitions: t.partitions,
+        replication_degree: t.replication_degree as u64,
+        nodes: t.nodes.iter().map(addr_to_pb).collect(),
+        groups: t
+            .groups
+            .iter()
+            .map(|g| pb::lookup_table::Group {
+                members: g.iter().map(addr_to_pb).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn table_from_pb(t: pb::LookupTable) -> Result<LookupTable> {
+    let replication_degree =
+        usize::try_from(t.replication_degree).map_err(|_| WireError::Overflow {
+            field: "LookupTable.replication_degree",
+            value: t.replication_degree,
+        })?;
+    let table = LookupTable {
+        partitions: t.partitions,
+        replication_degree,
+        nodes: map_vec(t.nodes, addr_from_pb)?,
+        groups: map_vec(t.groups, |g| map_vec(g.members, addr_from_pb))?,
+    };
+    table.validate().map_err(WireError::InvalidTable)?;
+    Ok(table)
+}
+
+fn bootstrap_to_pb(m: &BootstrapMsg) -> pb::BootstrapMsg {
+    use pb::bootstrap_msg::{CheckIn, Msg, Rejected};
+    let msg = match m {
+        BootstrapMsg::CheckIn { cluster } => Msg::CheckIn(CheckIn {
+            cluster: cluster.clone(),
+        }),
+        BootstrapMsg::Boot(table) => Msg::Boot(table_to_pb(table)),
+        BootstrapMsg::Rejected { reason } => Msg::Rejected(Rejected {
+            reason: reason.clone(),
+        }),
+    };
+    pb::BootstrapMsg { msg: Some(msg) }
+}
+
+fn bootstrap_from_pb(m: pb::BootstrapMsg) -> Result<BootstrapMsg> {
+    use pb::bootstrap_msg::Msg;
+    Ok(match one(m.msg, "BootstrapMsg", "msg")? {
+        Msg::CheckIn(c) => BootstrapMsg::CheckIn { cluster: c.cluster },
+        Msg::Boot(t) => BootstrapMsg::Boot(Arc::new(table_from_pb(t)?)),
+        Msg::Rejected(r) => BootstrapMsg::Rejected { reason: r.reason },
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// PerfectLink
+
+fn routed_to_pb(r: &Routed) -> pb::Routed {
+    pb::Routed {
+        partition: r.partition,
+        request: Some(client_request_to_pb(&r.request)),
+        reply_to: Some(addr_to_pb(&r.reply_to)),
+    }
+}
+
+fn routed_from_pb(r: pb::Routed) -> Result<Routed> {
+    Ok(Routed {
+        partition: r.partition,
+        request: client_request_from_pb(req(r.request, "Routed", "request")?)?,
+        reply_to: req_addr(r.reply_to, "Routed", "reply_to")?,
+    })
+}
+
+pub(crate) fn payload_to_pb(p: &PlPayload) -> pb::PlPayload {
+    use pb::pl_payload::{Ble, Paxos, Payload};
+    let payload = match p {
+        PlPayload::Epfd(m) => Payload::Epfd(epfd_to_pb(m)),
+        PlPayload::Ble { partition, msg } => Payload::Ble(Ble {
+            partition: *partition,
+            msg: Some(ble_to_pb(msg)),
+        }),
+        PlPayload::Paxos { partition, msg } => Payload::Paxos(Paxos {
+            partition: *partition,
+            msg: Some(paxos_to_pb(msg)),
+        }),
+        PlPayload::Bootstrap(m) => Payload::Bootstrap(bootstrap_to_pb(m)),
+        PlPayload::Forward(r) => Payload::Forward(routed_to_pb(r)),
+    };
+    pb::PlPayload {
+        payload: Some(payload),
+    }
+}
+
+pub(crate) fn payload_from_pb(p: pb::PlPayload) -> Result<PlPayload> {
+    use pb::pl_payload::Payload;
+    Ok(match one(p.payload, "PlPayload", "payload")? {
+        Payload::Epfd(m) => PlPayload::Epfd(epfd_from_pb(m)?),
+        Payload::Ble(b) => PlPayload::Ble {
+            partition: b.partition,
+            msg: ble_from_pb(req(b.msg, "PlPayload.Ble", "msg")?)?,
+        },
+        Payload::Paxos(x) => PlPayload::Paxos {
+            partition: x.partition,
+            msg: paxos_from_pb(req(x.msg, "PlPayload.Paxos", "msg")?)?,
+        },
+        Payload::Bootstrap(m) => PlPayload::Bootstrap(bootstrap_from_pb(m)?),
+        Payload::Forward(r) => PlPayload::Forward(routed_from_pb(r)?),
+    })
+}
+
+pub(crate) fn link_frame_to_pb(f: &LinkFrame) -> pb::LinkFrame {
+    pb::LinkFrame {
+        cluster: f.cluster,
+        incarnation: f.incarnation,
+        first_seq: f.first_seq,
+        payloads: f.payloads.iter().map(|p| payload_to_pb(p)).collect(),
+        ack: f.ack.map(|a| pb::LinkAck {
+            incarnation: a.incarnation,
+            seq: a.seq,
+        }),
+    }
+}
+
+pub(crate) fn link_frame_from_pb(f: pb::LinkFrame) -> Result<LinkFrame> {
+    Ok(LinkFrame {
+        cluster: f.cluster,
+        incarnation: f.incarnation,
+        first_seq: f.first_seq,
+        payloads: map_vec(f.payloads, |p| payload_from_pb(p).map(Arc::new))?,
+        ack: f.ack.map(|a| LinkAck {
+            incarnation: a.incarnation,
+            seq: a.seq,
+        }),
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Client messages (each variant is its own top-level protobuf message)
+
+pub(crate) fn connect_from_pb(m: pb::Connect) -> ClientMessage {
+    ClientMessage::Connect { cluster: m.cluster }
+}
+
+pub(crate) fn connect_ack_to_pb(entry: &SocketAddr, nodes: &[SocketAddr]) -> pb::ConnectAck {
+    pb::ConnectAck {
+        entry: Some(addr_to_pb(entry)),
+        nodes: nodes.iter().map(addr_to_pb).collect(),
+    }
+}
+
+pub(crate) fn connect_ack_from_pb(m: pb::ConnectAck) -> Result<ClientMessage> {
+    Ok(ClientMessage::ConnectAck {
+        entry: req_addr(m.entry, "ConnectAck", "entry")?,
+        nodes: map_vec(m.nodes, addr_from_pb)?,
+    })
+}
+
+pub(crate) fn response_from_pb(m: pb::Response) -> Result<ClientMessage> {
+    Ok(ClientMessage::Response {
+        client: m.client,
+        seq: m.seq,
+        result: kv_result_from_pb(req(m.result, "Response", "result")?)?,
+    })
+}
+
+pub(crate) fn refusal_to_pb(r: &Refusal) -> pb::Refusal {
+    use pb::refusal::Reason;
+    let reason = match r {
+        Refusal::TooLarge(s) => Reason::TooLarge(s.clone()),
+        Refusal::Busy => Reason::Busy(pb::Empty {}),
+        Refusal::NotReady(s) => Reason::NotReady(s.clone()),
+        Refusal::WrongCluster(s) => Reason::WrongCluster(s.clone()),
+    };
+    pb::Refusal {
+        reason: Some(reason),
+    }
+}
+
+pub(crate) fn refused_from_pb(m: pb::Refused) -> Result<ClientMessage> {
+    use pb::refusal::Reason;
+    let reason = match one(
+        req(m.reason, "Refused", "reason")?.reason,
+        "Refusal",
+        "reason",
+    )? {
+        Reason::TooLarge(s) => Refusal::TooLarge(s),
+        Reason::Busy(_) => Refusal::Busy,
+        Reason::NotReady(s) => Refusal::NotReady(s),
+        Reason::WrongCluster(s) => Refusal::WrongCluster(s),
+    };
+    Ok(ClientMessage::Refused {
+        client: m.client,
+        seq: m.seq,
+        reason,
+    })
+}

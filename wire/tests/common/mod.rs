@@ -1,0 +1,315 @@
+//! Sample messages shared by the integration tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kv_ports::{
+    BootstrapMsg, ClientMessage, ClientRequest, LinkAck, LinkFrame, NetMessage, PlPayload, Refusal,
+    Routed,
+};
+use kv_protocols::ballot::Ballot;
+use kv_protocols::ble::BleMsg;
+use kv_protocols::epfd::EpfdMsg;
+use kv_protocols::kv::{KvCommand, KvOp, KvResult};
+use kv_protocols::partition::LookupTable;
+use kv_protocols::sequence_paxos::messages::{
+    AcceptDecide, AcceptSync, Accepted, Decide, PaxosMsg, Prepare, Promise, Snapshot,
+};
+
+pub fn v4(i: u8) -> SocketAddr {
+    format!("10.0.0.{i}:{}", 4000 + u16::from(i))
+        .parse()
+        .unwrap()
+}
+
+pub fn v6(i: u8) -> SocketAddr {
+    format!("[2001:db8::{i:x}]:{}", 65535 - u16::from(i))
+        .parse()
+        .unwrap()
+}
+
+pub fn ballot(n: u64, i: u8) -> Ballot {
+    Ballot { n, pid: v4(i) }
+}
+
+pub fn ops() -> Vec<KvOp> {
+    vec![
+        KvOp::Get { key: "k".into() },
+        KvOp::Get { key: String::new() },
+        KvOp::Put {
+            key: "känguru".into(),
+            value: "v".repeat(300),
+        },
+        KvOp::Cas {
+            key: "k".into(),
+            expected: String::new(),
+            new: "🦀".into(),
+        },
+    ]
+}
+
+pub fn commands(n: usize) -> Vec<KvCommand> {
+    let ops = ops();
+    (0..n)
+        .map(|i| KvCommand {
+            client: 0xdead_beef_0000_0000 + i as u64,
+            seq: i as u64 + 1,
+            reply_to: if i % 2 == 0 { v4(200) } else { v6(200) },
+            origin: v4((i % 3) as u8 + 1),
+            stamp_ms: 1_700_000_000_000 + i as u64,
+            op: ops[i % ops.len()].clone(),
+        })
+        .collect()
+}
+
+pub fn snapshot() -> Snapshot {
+    Snapshot {
+        idx: 42,
+        data: (0..=255u8).cycle().take(1000).collect(),
+    }
+}
+
+pub fn paxos_msgs() -> Vec<PaxosMsg<KvCommand>> {
+    vec![
+        PaxosMsg::Prepare(Prepare {
+            n: ballot(7, 1),
+            decided_idx: 10,
+            n_accepted: ballot(6, 2),
+            accepted_idx: 12,
+        }),
+        PaxosMsg::Promise(Promise {
+            n: ballot(7, 1),
+            n_accepted: ballot(5, 3),
+            decided_idx: 3,
+            accepted_idx: 9,
+            suffix: commands(5),
+            snapshot: Some(snapshot()),
+        }),
+        PaxosMsg::Promise(Promise {
+            n: ballot(7, 1),
+            n_accepted: Ballot::initial(v6(3)),
+            decided_idx: 0,
+            accepted_idx: 0,
+            suffix: vec![],
+            snapshot: None,
+        }),
+        PaxosMsg::AcceptSync(AcceptSync {
+            n: ballot(8, 2),
+            sync_idx: 42,
+            suffix: commands(3),
+            decided_idx: 43,
+            snapshot: Some(snapshot()),
+        }),
+        PaxosMsg::AcceptSync(AcceptSync {
+            n: ballot(8, 2),
+            sync_idx: 0,
+            suffix: vec![],
+            decided_idx: 0,
+            snapshot: Some(Snapshot {
+                idx: 0,
+                data: vec![],
+            }),
+        }),
+        PaxosMsg::AcceptDecide(AcceptDecide {
+            n: ballot(8, 2),
+            start_idx: 100,
+            entries: commands(64),
+            decided_idx: 99,
+        }),
+        PaxosMsg::Accepted(Accepted {
+            n: ballot(8, 2),
+            accepted_idx: u64::MAX,
+        }),
+        PaxosMsg::Decide(Decide {
+            n: ballot(u64::MAX, 3),
+            decided_idx: 164,
+        }),
+        PaxosMsg::ProposalForward(commands(2)),
+        PaxosMsg::ProposalForward(vec![]),
+        PaxosMsg::PrepareReq,
+        PaxosMsg::Compaction {
+            n: ballot(8, 2),
+            applied_idx: 150,
+        },
+    ]
+}
+
+pub fn table() -> LookupTable {
+    let nodes = vec![v4(1), v4(2), v4(3), v6(4), v6(5)];
+    LookupTable::build(nodes, 4, 3).unwrap()
+}
+
+pub fn payloads() -> Vec<PlPayload> {
+    let mut ps = vec![
+        PlPayload::Epfd(EpfdMsg::HeartbeatRequest { seq: 1 }),
+        PlPayload::Epfd(EpfdMsg::HeartbeatReply { seq: u64::MAX }),
+        PlPayload::Ble {
+            partition: 3,
+            msg: BleMsg::HeartbeatRequest { round: 9 },
+        },
+        PlPayload::Ble {
+            partition: 0,
+            msg: BleMsg::HeartbeatReply {
+                round: 9,
+                ballot: ballot(4, 5),
+                quorum_connected: true,
+            },
+        },
+        PlPayload::Ble {
+            partition: u32::MAX,
+            msg: BleMsg::HeartbeatReply {
+                round: 0,
+                ballot: Ballot::initial(v6(1)),
+                quorum_connected: false,
+            },
+        },
+        PlPayload::Bootstrap(BootstrapMsg::CheckIn {
+            cluster: "course".into(),
+        }),
+        PlPayload::Bootstrap(BootstrapMsg::Boot(Arc::new(table()))),
+        PlPayload::Bootstrap(BootstrapMsg::Rejected {
+            reason: "too late".into(),
+        }),
+        PlPayload::Forward(Routed {
+            partition: 2,
+            request: ClientRequest {
+                client: 77,
+                seq: 3,
+                op: KvOp::Put {
+                    key: "a".into(),
+                    value: "b".into(),
+                },
+            },
+            reply_to: v6(9),
+        }),
+    ];
+    ps.extend(
+        paxos_msgs()
+            .into_iter()
+            .enumerate()
+            .map(|(i, msg)| PlPayload::Paxos {
+                partition: i as u32,
+                msg,
+            }),
+    );
+    ps
+}
+
+pub fn client_messages() -> Vec<ClientMessage> {
+    let mut ms = vec![
+        ClientMessage::Connect {
+            cluster: "course".into(),
+        },
+        ClientMessage::Connect {
+            cluster: String::new(),
+        },
+        ClientMessage::ConnectAck {
+            entry: v4(1),
+            nodes: vec![v4(1), v4(2), v6(3)],
+        },
+        ClientMessage::ConnectAck {
+            entry: v6(1),
+            nodes: vec![],
+        },
+        ClientMessage::Response {
+            client: 0x5e55_5101,
+            seq: 1,
+            result: KvResult::Value("x".into()),
+        },
+        ClientMessage::Response {
+            client: 0x5e55_5102,
+            seq: 2,
+            result: KvResult::Value(String::new()),
+        },
+        ClientMessage::Response {
+            client: 0x5e55_5103,
+            seq: 3,
+            result: KvResult::Done,
+        },
+        ClientMessage::Response {
+            client: 0x5e55_5104,
+            seq: 4,
+            result: KvResult::NotFound,
+        },
+        ClientMessage::Response {
+            client: 0x5e55_5105,
+            seq: 5,
+            result: KvResult::CasMismatch {
+                current: "cur".into(),
+            },
+        },
+        ClientMessage::Refused {
+            client: 0,
+            seq: 0,
+            reason: Refusal::Busy,
+        },
+        ClientMessage::Refused {
+            client: u64::MAX,
+            seq: 6,
+            reason: Refusal::TooLarge("key of 2 MiB".into()),
+        },
+        ClientMessage::Refused {
+            client: u64::MAX,
+            seq: 7,
+            reason: Refusal::NotReady("booting".into()),
+        },
+        ClientMessage::Refused {
+            client: u64::MAX,
+            seq: 8,
+            reason: Refusal::WrongCluster("other".into()),
+        },
+    ];
+    ms.extend(ops().into_iter().enumerate().map(|(i, op)| {
+        ClientMessage::Request(ClientRequest {
+            client: u64::MAX - i as u64,
+            seq: i as u64,
+            op,
+        })
+    }));
+    ms
+}
+
+pub fn frame(payloads: Vec<PlPayload>, ack: Option<LinkAck>) -> LinkFrame {
+    LinkFrame {
+        cluster: kv_ports::cluster_fingerprint("course"),
+        incarnation: 0x0123_4567_89ab_cdef,
+        first_seq: 17,
+        payloads: payloads.into_iter().map(Arc::new).collect(),
+        ack,
+    }
+}
+
+/// Every sample message: each client message, a frame per payload, a frame with all
+/// payloads, an ack-only frame and an empty frame.
+pub fn all_messages() -> Vec<NetMessage> {
+    let mut ms: Vec<NetMessage> = client_messages()
+        .into_iter()
+        .map(NetMessage::Client)
+        .collect();
+    ms.extend(
+        payloads()
+            .into_iter()
+            .map(|p| NetMessage::Link(frame(vec![p], None))),
+    );
+    ms.push(NetMessage::Link(frame(
+        payloads(),
+        Some(LinkAck {
+            incarnation: u64::MAX,
+            seq: 5,
+        }),
+    )));
+    ms.push(NetMessage::Link(frame(
+        vec![],
+        Some(LinkAck {
+            incarnation: 1,
+            seq: 0,
+        }),
+    )));
+    ms.push(NetMessage::Link(frame(vec![], None)));
+    ms
+}
+
+pub fn dbg<T: std::fmt::Debug>(t: &T) -> String {
+    format!("{t:?}")
+}

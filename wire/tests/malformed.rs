@@ -1,0 +1,308 @@
+//! Bad input never panics, and the errors say what is wrong.
+
+mod common;
+
+use common::*;
+use kompact::prelude::SerId;
+use kv_protocols::partition::TableError;
+use kv_wire::{WireError, ids, pb};
+use proptest::prelude::*;
+use prost::Message;
+
+/// Every id we know, and a few we do not.
+fn some_ids() -> Vec<SerId> {
+    let mut v: Vec<SerId> = ids::ALL.iter().map(|(id, _)| *id).collect();
+    v.extend([0, 20, 99, 101, 115, 255]);
+    v
+}
+
+#[test]
+fn unknown_ids_are_rejected() {
+    let (_, bytes) = kv_wire::encode_to_vec(&all_messages()[0]);
+    for id in [0, 1, 20, 99, 101, 109, 115, 199, SerId::MAX] {
+        assert_eq!(
+            kv_wire::decode_slice(id, &bytes).unwrap_err(),
+            WireError::UnknownId(id)
+        );
+    }
+}
+
+#[test]
+fn truncated_messages_fail_cleanly() {
+    for msg in all_messages() {
+        let (id, bytes) = kv_wire::encode_to_vec(&msg);
+        // Every prefix decodes or fails, without panicking.
+        for cut in 0..bytes.len() {
+            let _ = kv_wire::decode_slice(id, &bytes[..cut]);
+        }
+        // Losing the last byte always breaks the last field.
+        if !bytes.is_empty() {
+            assert!(
+                kv_wire::decode_slice(id, &bytes[..bytes.len() - 1]).is_err(),
+                "{msg:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn valid_bytes_under_the_wrong_id_do_not_panic() {
+    for msg in all_messages() {
+        let (_, bytes) = kv_wire::encode_to_vec(&msg);
+        for id in some_ids() {
+            let _ = kv_wire::decode_slice(id, &bytes);
+        }
+    }
+}
+
+fn decode_pb<M: Message>(id: SerId, m: &M) -> Result<kv_ports::NetMessage, WireError> {
+    kv_wire::decode_slice(id, &m.encode_to_vec())
+}
+
+fn good_addr() -> pb::Addr {
+    pb::Addr {
+        ip: vec![127, 0, 0, 1],
+        port: 4000,
+    }
+}
+
+#[test]
+fn bad_addresses_are_rejected() {
+    for len in [0, 1, 3, 5, 15, 17, 32] {
+        let m = pb::ConnectAck {
+            entry: Some(pb::Addr {
+                ip: vec![1; len],
+                port: 1,
+            }),
+            nodes: vec![],
+        };
+        assert_eq!(
+            decode_pb(ids::CONNECT_ACK, &m).unwrap_err(),
+            WireError::BadIpLength(len)
+        );
+    }
+    let m = pb::ConnectAck {
+        entry: Some(good_addr()),
+        nodes: vec![pb::Addr {
+            ip: vec![0; 16],
+            port: 65536,
+        }],
+    };
+    assert!(matches!(
+        decode_pb(ids::CONNECT_ACK, &m),
+        Err(WireError::BadPort(65536))
+    ));
+    let m = pb::ConnectAck {
+        entry: Some(pb::Addr {
+            ip: vec![0; 16],
+            port: 65535,
+        }),
+        nodes: vec![],
+    };
+    assert!(decode_pb(ids::CONNECT_ACK, &m).is_ok());
+}
+
+#[test]
+fn missing_sub_messages_are_rejected() {
+    let m = pb::ClientRequest {
+        client: 1,
+        seq: 1,
+        op: None,
+    };
+    assert!(matches!(
+        decode_pb(ids::REQUEST, &m),
+        Err(WireError::MissingField {
+            message: "ClientRequest",
+            field: "op"
+        })
+    ));
+    let m = pb::ClientRequest {
+        client: 1,
+        seq: 1,
+        op: Some(pb::KvOp { op: None }),
+    };
+    assert!(matches!(
+        decode_pb(ids::REQUEST, &m),
+        Err(WireError::UnknownVariant {
+            message: "KvOp",
+            field: "op"
+        })
+    ));
+    let m = pb::Response {
+        seq: 1,
+        result: None,
+        ..Default::default()
+    };
+    assert!(matches!(
+        decode_pb(ids::RESPONSE, &m),
+        Err(WireError::MissingField { .. })
+    ));
+    let m = pb::Refused {
+        seq: 1,
+        reason: Some(pb::Refusal { reason: None }),
+        ..Default::default()
+    };
+    assert!(matches!(
+        decode_pb(ids::REFUSED, &m),
+        Err(WireError::UnknownVariant { .. })
+    ));
+
+    // A ballot without its pid, deep inside a frame.
+    let frame = pb::LinkFrame {
+        payloads: vec![pb::PlPayload {
+            payload: Some(pb::pl_payload::Payload::Paxos(pb::pl_payload::Paxos {
+                partition: 0,
+                msg: Some(pb::PaxosMsg {
+                    msg: Some(pb::paxos_msg::Msg::Decide(pb::paxos_msg::Decide {
+                        n: Some(pb::Ballot { n: 1, pid: None }),
+                        decided_idx: 1,
+                    })),
+                }),
+            })),
+        }],
+        ..Default::default()
+    };
+    assert!(matches!(
+        decode_pb(ids::LINK_FRAME, &frame),
+        Err(WireError::MissingField {
+            message: "Ballot",
+            field: "pid"
+        })
+    ));
+}
+
+#[test]
+fn unknown_oneof_variants_are_rejected() {
+    // A PlPayload whose only field is number 15 (a variant from the future).
+    let mut payload = Vec::new();
+    prost::encoding::encode_key(15, prost::encoding::WireType::Varint, &mut payload);
+    prost::encoding::encode_varint(1, &mut payload);
+    let mut frame = Vec::new();
+    prost::encoding::encode_key(4, prost::encoding::WireType::LengthDelimited, &mut frame);
+    prost::encoding::encode_varint(payload.len() as u64, &mut frame);
+    frame.extend_from_slice(&payload);
+    assert_eq!(
+        kv_wire::decode_slice(ids::LINK_FRAME, &frame).unwrap_err(),
+        WireError::UnknownVariant {
+            message: "PlPayload",
+            field: "payload"
+        }
+    );
+}
+
+#[test]
+fn invalid_lookup_tables_are_rejected() {
+    let t = table();
+    let mut good = pb::LookupTable {
+        partitions: t.partitions,
+        replication_degree: t.replication_degree as u64,
+        nodes: vec![],
+        groups: vec![],
+    };
+    let (_, bytes) = kv_wire::encode_to_vec(&kv_ports::NetMessage::Link(frame(
+        vec![kv_ports::PlPayload::Bootstrap(
+            kv_ports::BootstrapMsg::Boot(t.into()),
+        )],
+        None,
+    )));
+    let decoded = pb::LinkFrame::decode(&bytes[..]).unwrap();
+    if let Some(pb::pl_payload::Payload::Bootstrap(pb::BootstrapMsg {
+        msg: Some(pb::bootstrap_msg::Msg::Boot(tb)),
+    })) = decoded.payloads[0].payload.clone()
+    {
+        good = tb;
+    }
+    assert!(!good.nodes.is_empty());
+
+    let wrap = |t: pb::LookupTable| pb::LinkFrame {
+        payloads: vec![pb::PlPayload {
+            payload: Some(pb::pl_payload::Payload::Bootstrap(pb::BootstrapMsg {
+                msg: Some(pb::bootstrap_msg::Msg::Boot(t)),
+            })),
+        }],
+        ..Default::default()
+    };
+    assert!(decode_pb(ids::LINK_FRAME, &wrap(good.clone())).is_ok());
+
+    let mut unsorted = good.clone();
+    unsorted.nodes.swap(0, 1);
+    assert_eq!(
+        decode_pb(ids::LINK_FRAME, &wrap(unsorted)).unwrap_err(),
+        WireError::InvalidTable(TableError::NodesNotSorted)
+    );
+    let mut even = good.clone();
+    even.replication_degree = 2;
+    assert_eq!(
+        decode_pb(ids::LINK_FRAME, &wrap(even)).unwrap_err(),
+        WireError::InvalidTable(TableError::EvenReplication(2))
+    );
+    let mut huge = good.clone();
+    huge.replication_degree = u64::MAX;
+    assert!(matches!(
+        decode_pb(ids::LINK_FRAME, &wrap(huge)),
+        Err(WireError::Overflow { .. } | WireError::InvalidTable(_))
+    ));
+    let mut short = good.clone();
+    short.groups.pop();
+    assert!(matches!(
+        decode_pb(ids::LINK_FRAME, &wrap(short)),
+        Err(WireError::InvalidTable(TableError::GroupCount { .. }))
+    ));
+    let mut empty = good;
+    empty.nodes.clear();
+    empty.groups.clear();
+    assert!(matches!(
+        decode_pb(ids::LINK_FRAME, &wrap(empty)),
+        Err(WireError::InvalidTable(_))
+    ));
+}
+
+#[test]
+fn invalid_utf8_is_rejected() {
+    // Connect { cluster: <0xff> }
+    let bytes = [0x0a, 0x01, 0xff];
+    assert!(matches!(
+        kv_wire::decode_slice(ids::CONNECT, &bytes),
+        Err(WireError::Protobuf(_))
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        // Integration tests have no lib.rs for proptest to file regressions next to.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_bytes_never_panic(
+        id_index in 0usize..12,
+        bytes in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let ids = some_ids();
+        let id = ids[id_index % ids.len()];
+        let r = kv_wire::decode_slice(id, &bytes);
+        if !ids::is_known(id) {
+            prop_assert_eq!(r.unwrap_err(), WireError::UnknownId(id));
+        }
+    }
+
+    #[test]
+    fn corrupted_messages_never_panic(
+        which in any::<prop::sample::Index>(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        let all = all_messages();
+        let msg = which.get(&all);
+        let (id, mut bytes) = kv_wire::encode_to_vec(msg);
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        for (at, x) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= x;
+        }
+        let _ = kv_wire::decode_slice(id, &bytes);
+    }
+}

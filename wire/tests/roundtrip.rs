@@ -1,0 +1,263 @@
+//! Rust → bytes → Rust for every message type.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::BytesMut;
+use common::*;
+use kompact::messaging::{HeapOrSer, NetData};
+use kompact::prelude::Serialisable;
+use kv_ports::{ClientMessage, ClientRequest, LinkFrame, NetMessage, PlPayload};
+use kv_protocols::kv::{KvCommand, KvOp};
+use kv_protocols::sequence_paxos::messages::{AcceptDecide, PaxosMsg};
+use kv_wire::{Wire, WireError, ids};
+use proptest::prelude::*;
+
+fn roundtrip(msg: &NetMessage) -> NetMessage {
+    let (id, bytes) = kv_wire::encode_to_vec(msg);
+    assert_eq!(id, kv_wire::ser_id_of(msg));
+    kv_wire::decode_slice(id, &bytes).unwrap_or_else(|e| panic!("{e} decoding {msg:?}"))
+}
+
+#[test]
+fn every_sample_message_round_trips() {
+    let all = all_messages();
+    assert!(all.len() > 40);
+    for msg in &all {
+        assert_eq!(dbg(&roundtrip(msg)), dbg(msg));
+    }
+}
+
+#[test]
+fn every_paxos_variant_round_trips_with_equality() {
+    for msg in paxos_msgs() {
+        let frame = NetMessage::Link(frame(
+            vec![PlPayload::Paxos {
+                partition: 5,
+                msg: msg.clone(),
+            }],
+            None,
+        ));
+        let NetMessage::Link(back) = roundtrip(&frame) else {
+            panic!("not a link frame");
+        };
+        match &*back.payloads[0] {
+            PlPayload::Paxos {
+                partition: 5,
+                msg: m,
+            } => assert_eq!(m, &msg),
+            other => panic!("wrong payload {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn lookup_table_round_trips_and_validates() {
+    let t = table();
+    let msg = NetMessage::Link(frame(
+        vec![PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(
+            t.clone().into(),
+        ))],
+        None,
+    ));
+    let NetMessage::Link(back) = roundtrip(&msg) else {
+        panic!()
+    };
+    match &*back.payloads[0] {
+        PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(b)) => assert_eq!(**b, t),
+        other => panic!("wrong payload {other:?}"),
+    }
+}
+
+#[test]
+fn ids_follow_the_message_type() {
+    use kv_wire::ser_id_of;
+    for msg in all_messages() {
+        let expected = match &msg {
+            NetMessage::Link(_) => ids::LINK_FRAME,
+            NetMessage::Client(ClientMessage::Connect { .. }) => ids::CONNECT,
+            NetMessage::Client(ClientMessage::ConnectAck { .. }) => ids::CONNECT_ACK,
+            NetMessage::Client(ClientMessage::Request(_)) => ids::REQUEST,
+            NetMessage::Client(ClientMessage::Response { .. }) => ids::RESPONSE,
+            NetMessage::Client(ClientMessage::Refused { .. }) => ids::REFUSED,
+        };
+        assert_eq!(ser_id_of(&msg), expected);
+    }
+}
+
+#[test]
+fn size_hint_is_an_upper_bound_and_not_wildly_off() {
+    for msg in all_messages() {
+        let (_, bytes) = kv_wire::encode_to_vec(&msg);
+        let hint = kv_wire::size_hint(&msg);
+        assert!(
+            hint >= bytes.len(),
+            "hint {hint} < {} for {msg:?}",
+            bytes.len()
+        );
+        assert!(
+            hint <= 4 * bytes.len() + 64,
+            "hint {hint} vs {} for {msg:?}",
+            bytes.len()
+        );
+    }
+}
+
+#[test]
+fn encode_appends_to_a_buffer() {
+    let msgs = all_messages();
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(b"prefix");
+    kv_wire::encode(&msgs[0], &mut buf);
+    let (_, alone) = kv_wire::encode_to_vec(&msgs[0]);
+    assert_eq!(&buf[..6], b"prefix");
+    assert_eq!(&buf[6..], &alone[..]);
+    let mut bytes = buf.freeze().slice(6..);
+    let back = kv_wire::decode(kv_wire::ser_id_of(&msgs[0]), &mut bytes).unwrap();
+    assert_eq!(dbg(&back), dbg(&msgs[0]));
+}
+
+#[test]
+fn wire_is_a_kompact_serialisable() {
+    for msg in all_messages() {
+        let wire = Wire(msg.clone());
+        assert_eq!(wire.ser_id(), kv_wire::ser_id_of(&msg));
+        assert!(wire.size_hint().is_some());
+        let mut buf = BytesMut::new();
+        wire.serialise(&mut buf).unwrap();
+        assert_eq!(buf.to_vec(), kv_wire::encode_to_vec(&msg).1);
+        let copy = wire.cloned().expect("cheap clone");
+        assert_eq!(copy.ser_id(), wire.ser_id());
+        let local = Box::new(wire).local().map_err(|_| "not local").unwrap();
+        let back = local
+            .downcast::<NetMessage>()
+            .expect("a kv_ports::NetMessage");
+        assert_eq!(dbg(&*back), dbg(&msg));
+    }
+}
+
+#[test]
+fn unpack_handles_local_and_serialised_data() {
+    for msg in all_messages() {
+        let id = kv_wire::ser_id_of(&msg);
+        let local = NetData::with(id, HeapOrSer::Boxed(Box::new(Wire(msg.clone()))));
+        assert_eq!(dbg(&kv_wire::unpack(local).unwrap()), dbg(&msg));
+        let (_, bytes) = kv_wire::encode_to_vec(&msg);
+        let remote = NetData::with(id, HeapOrSer::Serialised(bytes.into()));
+        assert_eq!(dbg(&kv_wire::unpack(remote).unwrap()), dbg(&msg));
+    }
+}
+
+#[test]
+fn unpack_reports_wire_errors() {
+    let unknown = NetData::with(99, HeapOrSer::Serialised(vec![].into()));
+    assert_eq!(
+        kv_wire::unpack(unknown).unwrap_err(),
+        WireError::UnknownId(99)
+    );
+    // A ConnectAck without its entry.
+    let bad = NetData::with(ids::CONNECT_ACK, HeapOrSer::Serialised(vec![].into()));
+    assert_eq!(
+        kv_wire::unpack(bad).unwrap_err(),
+        WireError::MissingField {
+            message: "ConnectAck",
+            field: "entry"
+        }
+    );
+    // Something local that is not ours.
+    let foreign = NetData::with(ids::CONNECT, HeapOrSer::Boxed(Box::new(String::from("x"))));
+    assert!(matches!(
+        kv_wire::unpack(foreign),
+        Err(WireError::Unpack(_))
+    ));
+}
+
+// ---------------------------------------------------------------------------------
+// Property tests
+
+fn addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
+    ]
+}
+
+fn op() -> impl Strategy<Value = KvOp> {
+    prop_oneof![
+        any::<String>().prop_map(|key| KvOp::Get { key }),
+        (any::<String>(), any::<String>()).prop_map(|(key, value)| KvOp::Put { key, value }),
+        (any::<String>(), any::<String>(), any::<String>())
+            .prop_map(|(key, expected, new)| KvOp::Cas { key, expected, new }),
+    ]
+}
+
+fn command() -> impl Strategy<Value = KvCommand> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        addr(),
+        addr(),
+        any::<u64>(),
+        op(),
+    )
+        .prop_map(|(client, seq, reply_to, origin, stamp_ms, op)| KvCommand {
+            client,
+            seq,
+            reply_to,
+            origin,
+            stamp_ms,
+            op,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        // Integration tests have no lib.rs for proptest to file regressions next to.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn any_kv_op_round_trips(client in any::<u64>(), seq in any::<u64>(), op in op()) {
+        let req = ClientRequest { client, seq, op };
+        let msg = NetMessage::Client(ClientMessage::Request(req.clone()));
+        match roundtrip(&msg) {
+            NetMessage::Client(ClientMessage::Request(back)) => prop_assert_eq!(back, req),
+            other => prop_assert!(false, "decoded {:?}", other),
+        }
+    }
+
+    #[test]
+    fn any_kv_command_batch_round_trips(
+        entries in prop::collection::vec(command(), 0..8),
+        start_idx in any::<u64>(),
+        decided_idx in any::<u64>(),
+        partition in any::<u32>(),
+        pid in addr(),
+        n in any::<u64>(),
+    ) {
+        let msg = PaxosMsg::AcceptDecide(AcceptDecide {
+            n: kv_protocols::ballot::Ballot { n, pid },
+            start_idx,
+            entries,
+            decided_idx,
+        });
+        let net = NetMessage::Link(LinkFrame {
+            cluster: 1,
+            incarnation: 2,
+            first_seq: 3,
+            payloads: vec![std::sync::Arc::new(PlPayload::Paxos { partition, msg: msg.clone() })],
+            ack: None,
+        });
+        let NetMessage::Link(back) = roundtrip(&net) else { panic!() };
+        match &*back.payloads[0] {
+            PlPayload::Paxos { partition: p, msg: m } => {
+                prop_assert_eq!(*p, partition);
+                prop_assert_eq!(m, &msg);
+            }
+            other => prop_assert!(false, "decoded {:?}", other),
+        }
+    }
+}
