@@ -173,7 +173,7 @@ impl<P: Clone> LinkCore<P> {
             o.dropped += 1;
             let dropped = o.dropped;
             // Report the first drop of an episode and then every 10,000th.
-            if dropped == 1 || dropped % 10_000 == 0 {
+            if dropped == 1 || dropped.is_multiple_of(10_000) {
                 self.events.push(LinkEvent::Overflow { peer: dst, dropped });
             }
             return false;
@@ -213,8 +213,7 @@ impl<P: Clone> LinkCore<P> {
             inc.incarnation = Some(frame.incarnation);
             inc.delivered = 0;
         }
-        let mut seq = frame.first_seq;
-        for p in frame.payloads {
+        for (seq, p) in (frame.first_seq..).zip(frame.payloads) {
             if seq == inc.delivered + 1 {
                 inc.delivered = seq;
                 deliver.push((src, p));
@@ -223,7 +222,6 @@ impl<P: Clone> LinkCore<P> {
                 // retransmitted after the sender learns our acknowledgement.
                 break;
             }
-            seq += 1;
         }
         inc.ack_owed = true;
     }

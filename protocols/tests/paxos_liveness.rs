@@ -38,9 +38,18 @@ fn all_proposals_decided(replicas: usize, seed: u64) {
     while sim.nodes.iter().any(|n| n.applied.len() < N) {
         sim.step();
         waited += 1;
+        if waited > 100
+            && let Some(t) = sim.trace()
+        {
+            println!("{t}");
+        }
         assert!(
             waited <= 100,
-            "seed {seed}: not all decided {waited} ticks after the last proposal"
+            "seed {seed}: not all decided {waited} ticks after the last proposal: {:?}",
+            sim.nodes
+                .iter()
+                .map(|n| (n.applied.len(), n.px.decided_idx(), n.px.log_len(), n.px.pending_len()))
+                .collect::<Vec<_>>()
         );
     }
     assert!(
