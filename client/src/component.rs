@@ -1,13 +1,18 @@
-//! The client component: one client session, embeddable in any Kompact application.
+//! The client component, embeddable in any Kompact application.
 //!
-//! It provides the [`KeyValue`] port (and accepts [`ClientCommand`] actor messages for
-//! the blocking API) over the [`Network`] and [`Timer`] ports. Operations run one at
-//! a time per session, each with its own sequence number; an unanswered attempt is
-//! retried with the *same* sequence number on the next node of the cluster (the
-//! replicated state machine remembers the last result per session, so a retried PUT
-//! or CAS takes effect once), until the deadline, when it reports `Unavailable`.
+//! It provides the [`KeyValue`] port (one session) and accepts [`ClientCommand`]
+//! actor messages (for the blocking API and for drivers such as `kvstore bench`,
+//! which run many sessions in one component). Each session runs its operations one at
+//! a time, each with its own sequence number; an unanswered attempt is retried with
+//! the *same* sequence number on the next node of the cluster (the replicated state
+//! machine remembers the last result per session, so a retried PUT or CAS takes
+//! effect once), until the deadline, when it reports `Unavailable`.
+//!
+//! Answers carry their session id, so one component (one address) serves many
+//! sessions and routes each answer in O(log n).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use kompact::prelude::*;
@@ -18,38 +23,60 @@ use kv_ports::{
 };
 use kv_protocols::rng::SplitMix64;
 
-/// Settings of one client session.
+/// Settings of a client component.
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
     /// The node the client knows first.
     pub endpoint: NodeId,
     /// The cluster the client expects.
     pub cluster: String,
-    /// This session's id (random in production, chosen in simulations).
+    /// The id of the component's default session (the one behind the `KeyValue`
+    /// port and `Execute`); random in production, chosen in simulations.
     pub client_id: ClientId,
     /// Time one attempt waits for an answer before trying the next node.
     pub request_timeout: Duration,
     /// Time an operation may take in all before it is reported unavailable.
     pub deadline: Duration,
-    /// Resolution of the session's clock.
+    /// Resolution of the client's clock.
     pub tick_period: Duration,
 }
 
-/// Requests to the client component from outside Kompact (the blocking API).
+/// A finished operation, as reported to a [`ClientCommand::Submit`] channel:
+/// `(session, tag, outcome)`.
+pub type Completion = (ClientId, u64, Result<KvResult, KvError>);
+
+/// Requests to the client component from outside its ports.
 #[derive(Debug)]
 pub enum ClientCommand {
-    /// Run an operation and fulfil the promise with its outcome.
+    /// Run an operation in the default session and fulfil the promise with its
+    /// outcome.
     Execute(KvOp, KPromise<Result<KvResult, KvError>>),
     /// Fulfil the promise once the cluster answered `Connect` (or with the error
     /// when the deadline passed without an answer).
     AwaitConnected(KPromise<Result<Vec<NodeId>, KvError>>),
+    /// Open another session with this id (ids must be unique and non-zero).
+    OpenSession(ClientId),
+    /// Run `op` in `session` (opened before) and send the outcome to `done`.
+    Submit {
+        /// The session.
+        session: ClientId,
+        /// The caller's tag, echoed in the completion.
+        tag: u64,
+        /// The operation.
+        op: KvOp,
+        /// Where the completion goes.
+        done: Sender<Completion>,
+    },
 }
 
+#[derive(Debug)]
 enum Reply {
     Port(u64),
     Promise(KPromise<Result<KvResult, KvError>>),
+    Channel(u64, Sender<Completion>),
 }
 
+#[derive(Debug)]
 struct Current {
     seq: u64,
     op: KvOp,
@@ -62,28 +89,11 @@ struct Current {
     busy_count: u32,
 }
 
-/// One client session.
-#[derive(ComponentDefinition)]
-pub struct ClientComp {
-    ctx: ComponentContext<Self>,
-    kv_port: ProvidedPort<KeyValue>,
-    net_port: RequiredPort<Network>,
-    timer_port: RequiredPort<Timer>,
-    s: ClientSettings,
-    ticker: Ticker,
-    /// Milliseconds since start (ticks × period).
-    now: u64,
-    nodes: Vec<NodeId>,
-    entry: Option<NodeId>,
-    connected: bool,
-    connect_sent: u64,
-    connect_error: Option<KvError>,
-    waiting_connect: Vec<KPromise<Result<Vec<NodeId>, KvError>>>,
-    next_target: usize,
+#[derive(Debug, Default)]
+struct Session {
     seq: u64,
     queue: VecDeque<(KvOp, Reply)>,
     current: Option<Current>,
-    rng: SplitMix64,
 }
 
 /// `2s`, `1.5s` or `300ms`, as a person would write it.
@@ -98,9 +108,33 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// A client: the connection state towards one cluster and any number of sessions.
+#[derive(ComponentDefinition)]
+pub struct ClientComp {
+    ctx: ComponentContext<Self>,
+    kv_port: ProvidedPort<KeyValue>,
+    net_port: RequiredPort<Network>,
+    timer_port: RequiredPort<Timer>,
+    s: ClientSettings,
+    ticker: Ticker,
+    /// Milliseconds since start (ticks × period).
+    now: u64,
+    nodes: Vec<NodeId>,
+    entry: Option<NodeId>,
+    connected: bool,
+    connect_sent: u64,
+    connect_target: usize,
+    connect_error: Option<KvError>,
+    waiting_connect: Vec<KPromise<Result<Vec<NodeId>, KvError>>>,
+    sessions: BTreeMap<ClientId, Session>,
+    rng: SplitMix64,
+}
+
 impl ClientComp {
-    /// A session that contacts `s.endpoint` first.
+    /// A client that contacts `s.endpoint` first, with its default session open.
     pub fn new(s: ClientSettings) -> Self {
+        let mut sessions = BTreeMap::new();
+        sessions.insert(s.client_id, Session::default());
         ClientComp {
             ctx: ComponentContext::uninitialised(),
             kv_port: ProvidedPort::uninitialised(),
@@ -112,12 +146,10 @@ impl ClientComp {
             entry: None,
             connected: false,
             connect_sent: 0,
+            connect_target: 0,
             connect_error: None,
             waiting_connect: Vec::new(),
-            next_target: 0,
-            seq: 0,
-            queue: VecDeque::new(),
-            current: None,
+            sessions,
             rng: SplitMix64::new(s.client_id),
             s,
         }
@@ -132,65 +164,79 @@ impl ClientComp {
 
     fn send_connect(&mut self) {
         self.connect_sent = self.now;
-        let dst = self.nodes[self.next_target % self.nodes.len()];
+        let dst = self.nodes[self.connect_target % self.nodes.len()];
+        self.connect_target += 1;
         let cluster = self.s.cluster.clone();
         self.send(dst, ClientMessage::Connect { cluster });
     }
 
-    fn complete(&mut self, result: Result<KvResult, KvError>) {
-        if let Some(cur) = self.current.take() {
-            match cur.reply {
-                Reply::Port(tag) => self.kv_port.trigger(KvResponse { tag, result }),
-                Reply::Promise(p) => {
-                    let _ = p.fulfil(result);
-                }
+    fn deliver(&mut self, session: ClientId, reply: Reply, result: Result<KvResult, KvError>) {
+        match reply {
+            Reply::Port(tag) => self.kv_port.trigger(KvResponse { tag, result }),
+            Reply::Promise(p) => {
+                let _ = p.fulfil(result);
+            }
+            Reply::Channel(tag, tx) => {
+                let _ = tx.send((session, tag, result));
             }
         }
-        self.start_next();
     }
 
-    fn start_next(&mut self) {
-        if self.current.is_some() {
+    fn complete(&mut self, session: ClientId, result: Result<KvResult, KvError>) {
+        let Some(cur) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.current.take())
+        else {
+            return;
+        };
+        self.deliver(session, cur.reply, result);
+        self.start_next(session);
+    }
+
+    fn start_next(&mut self, session: ClientId) {
+        let target = self.entry.unwrap_or(self.s.endpoint);
+        let now = self.now;
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.current.is_some() {
             return;
         }
-        let Some((op, reply)) = self.queue.pop_front() else {
+        let Some((op, reply)) = s.queue.pop_front() else {
             return;
         };
         if let Some(err) = self.connect_error.clone() {
-            self.current = Some(Current {
-                seq: 0,
-                op,
-                reply,
-                started: self.now,
-                attempt_started: self.now,
-                target: self.s.endpoint,
-                resend_at: None,
-                busy_count: 0,
-            });
-            self.complete(Err(err));
-            return;
+            self.deliver(session, reply, Err(err));
+            return self.start_next(session);
         }
-        self.seq += 1;
-        let target = self.entry.unwrap_or(self.s.endpoint);
-        self.current = Some(Current {
-            seq: self.seq,
+        s.seq += 1;
+        s.current = Some(Current {
+            seq: s.seq,
             op,
             reply,
-            started: self.now,
-            attempt_started: self.now,
+            started: now,
+            attempt_started: now,
             target,
             resend_at: None,
             busy_count: 0,
         });
-        self.send_current();
+        self.send_current(session);
     }
 
-    fn send_current(&mut self) {
-        let Some(cur) = &mut self.current else { return };
-        cur.attempt_started = self.now;
+    fn send_current(&mut self, session: ClientId) {
+        let now = self.now;
+        let Some(cur) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.current.as_mut())
+        else {
+            return;
+        };
+        cur.attempt_started = now;
         cur.resend_at = None;
         let req = ClientRequest {
-            client: self.s.client_id,
+            client: session,
             seq: cur.seq,
             op: cur.op.clone(),
         };
@@ -198,30 +244,29 @@ impl ClientComp {
         self.send(dst, ClientMessage::Request(req));
     }
 
-    fn fail_over(&mut self) {
+    fn fail_over(&mut self, session: ClientId) {
         // Try the next node of the cluster in turn (skipping the one that failed).
         let n = self.nodes.len();
-        if let Some(cur) = &mut self.current {
-            if n > 1 {
-                let pos = self
-                    .nodes
-                    .iter()
-                    .position(|x| *x == cur.target)
-                    .unwrap_or(0);
-                cur.target = self.nodes[(pos + 1) % n];
-            }
+        if let Some(cur) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.current.as_mut())
+            && n > 1
+        {
+            let pos = self
+                .nodes
+                .iter()
+                .position(|x| *x == cur.target)
+                .unwrap_or(0);
+            cur.target = self.nodes[(pos + 1) % n];
         }
-        self.send_current();
-    }
-
-    fn ms(&self, d: Duration) -> u64 {
-        d.as_millis() as u64
+        self.send_current(session);
     }
 
     fn on_tick(&mut self) {
-        self.now += self.ms(self.s.tick_period).max(1);
-        let timeout = self.ms(self.s.request_timeout);
-        let deadline = self.ms(self.s.deadline);
+        self.now += (self.s.tick_period.as_millis() as u64).max(1);
+        let timeout = self.s.request_timeout.as_millis() as u64;
+        let deadline = self.s.deadline.as_millis() as u64;
         if !self.connected && self.connect_error.is_none() {
             if self.now >= deadline && !self.waiting_connect.is_empty() {
                 let err = KvError::Unavailable(format!(
@@ -237,29 +282,51 @@ impl ClientComp {
                 self.send_connect();
             }
         }
-        let Some(cur) = &self.current else { return };
-        if self.now - cur.started >= deadline {
-            let msg = format!(
-                "no answer from {} within {} (is the cluster up?)",
-                cur.target,
-                fmt_duration(self.s.deadline)
-            );
-            self.complete(Err(KvError::Unavailable(msg)));
-            return;
+        enum Action {
+            Expire(NodeId),
+            Resend,
+            FailOver,
         }
-        if let Some(at) = cur.resend_at {
-            if self.now >= at {
-                self.send_current();
+        let mut actions = Vec::new();
+        for (id, s) in &self.sessions {
+            let Some(cur) = &s.current else { continue };
+            if self.now - cur.started >= deadline {
+                actions.push((*id, Action::Expire(cur.target)));
+            } else if let Some(at) = cur.resend_at {
+                if self.now >= at {
+                    actions.push((*id, Action::Resend));
+                }
+            } else if self.now - cur.attempt_started >= timeout {
+                actions.push((*id, Action::FailOver));
             }
-        } else if self.now - cur.attempt_started >= timeout {
-            self.fail_over();
+        }
+        for (id, a) in actions {
+            match a {
+                Action::Expire(target) => {
+                    let msg = format!(
+                        "no answer from {} within {} (is the cluster up?)",
+                        target,
+                        fmt_duration(self.s.deadline)
+                    );
+                    self.complete(id, Err(KvError::Unavailable(msg)));
+                }
+                Action::Resend => self.send_current(id),
+                Action::FailOver => self.fail_over(id),
+            }
         }
     }
 
-    fn on_message(&mut self, src: NodeId, msg: ClientMessage) {
+    fn is_current(&self, session: ClientId, seq: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .and_then(|s| s.current.as_ref())
+            .is_some_and(|c| c.seq == seq)
+    }
+
+    fn on_message(&mut self, msg: ClientMessage) {
         match msg {
             ClientMessage::ConnectAck { entry, nodes } => {
-                if nodes.is_empty() {
+                if nodes.is_empty() || self.connected {
                     return;
                 }
                 self.entry = Some(entry);
@@ -275,57 +342,72 @@ impl ClientComp {
                 seq,
                 result,
             } => {
-                if client == self.s.client_id && self.current.as_ref().is_some_and(|c| c.seq == seq)
-                {
-                    self.complete(Ok(result));
+                if self.is_current(client, seq) {
+                    self.complete(client, Ok(result));
                 }
             }
-            ClientMessage::Refused { seq: 0, reason, .. } => match reason {
-                Refusal::WrongCluster(s) => {
+            ClientMessage::Refused { seq: 0, reason, .. } => {
+                if let Refusal::WrongCluster(s) = reason {
                     let err = KvError::Rejected(format!("wrong cluster: {s}"));
                     self.connect_error = Some(err.clone());
                     for p in self.waiting_connect.drain(..) {
                         let _ = p.fulfil(Err(err.clone()));
                     }
-                    if self.current.is_some() {
-                        self.complete(Err(err));
+                    let busy: Vec<ClientId> = self
+                        .sessions
+                        .iter()
+                        .filter(|(_, s)| s.current.is_some())
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in busy {
+                        self.complete(id, Err(err.clone()));
                     }
                 }
-                _ => {} // not ready yet: the connect is retried on the next timeout
-            },
+                // Not ready yet: the connect is retried on the next timeout.
+            }
             ClientMessage::Refused {
                 client,
                 seq,
                 reason,
             } => {
-                if client != self.s.client_id
-                    || !self.current.as_ref().is_some_and(|c| c.seq == seq)
-                {
+                if !self.is_current(client, seq) {
                     return;
                 }
                 match reason {
                     Refusal::Busy | Refusal::NotReady(_) => {
                         // Back off with jitter: 10 ms doubling up to 640 ms.
                         let jitter = self.rng.range_inclusive(0, 10);
-                        let cur = self.current.as_mut().expect("checked above");
-                        cur.busy_count = (cur.busy_count + 1).min(6);
-                        let backoff = (10u64 << cur.busy_count) + jitter;
-                        cur.resend_at = Some(self.now + backoff);
-                        let _ = src;
+                        let now = self.now;
+                        if let Some(cur) = self
+                            .sessions
+                            .get_mut(&client)
+                            .and_then(|s| s.current.as_mut())
+                        {
+                            cur.busy_count = (cur.busy_count + 1).min(6);
+                            cur.resend_at = Some(now + (10u64 << cur.busy_count) + jitter);
+                        }
                     }
-                    Refusal::TooLarge(s) => self.complete(Err(KvError::Rejected(s))),
-                    Refusal::WrongCluster(s) => {
-                        self.complete(Err(KvError::Rejected(format!("wrong cluster: {s}"))))
-                    }
+                    Refusal::TooLarge(s) => self.complete(client, Err(KvError::Rejected(s))),
+                    Refusal::WrongCluster(s) => self.complete(
+                        client,
+                        Err(KvError::Rejected(format!("wrong cluster: {s}"))),
+                    ),
                 }
             }
             ClientMessage::Connect { .. } | ClientMessage::Request(_) => {}
         }
     }
 
-    fn submit(&mut self, op: KvOp, reply: Reply) {
-        self.queue.push_back((op, reply));
-        self.start_next();
+    fn submit(&mut self, session: ClientId, op: KvOp, reply: Reply) {
+        match self.sessions.get_mut(&session) {
+            Some(s) => s.queue.push_back((op, reply)),
+            None => {
+                let err = KvError::Rejected(format!("no session {session} on this client"));
+                self.deliver(session, reply, Err(err));
+                return;
+            }
+        }
+        self.start_next(session);
     }
 }
 
@@ -344,7 +426,7 @@ impl ComponentLifecycle for ClientComp {
 
 impl Provide<KeyValue> for ClientComp {
     fn handle(&mut self, req: KvRequest) -> HandlerResult {
-        self.submit(req.op, Reply::Port(req.tag));
+        self.submit(self.s.client_id, req.op, Reply::Port(req.tag));
         Handled::OK
     }
 }
@@ -352,11 +434,11 @@ impl Provide<KeyValue> for ClientComp {
 impl Require<Network> for ClientComp {
     fn handle(&mut self, ind: NetIndication) -> HandlerResult {
         if let NetIndication::Deliver {
-            src,
             msg: NetMessage::Client(m),
+            ..
         } = ind
         {
-            self.on_message(src, m);
+            self.on_message(m);
         }
         Handled::OK
     }
@@ -376,7 +458,7 @@ impl Actor for ClientComp {
 
     fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
         match msg {
-            ClientCommand::Execute(op, p) => self.submit(op, Reply::Promise(p)),
+            ClientCommand::Execute(op, p) => self.submit(self.s.client_id, op, Reply::Promise(p)),
             ClientCommand::AwaitConnected(p) => {
                 if self.connected {
                     let _ = p.fulfil(Ok(self.nodes.clone()));
@@ -386,6 +468,15 @@ impl Actor for ClientComp {
                     self.waiting_connect.push(p);
                 }
             }
+            ClientCommand::OpenSession(id) => {
+                self.sessions.entry(id).or_default();
+            }
+            ClientCommand::Submit {
+                session,
+                tag,
+                op,
+                done,
+            } => self.submit(session, op, Reply::Channel(tag, done)),
         }
         Handled::OK
     }

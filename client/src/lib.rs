@@ -26,7 +26,7 @@ use kv_components::connect::connect_to;
 use kv_components::runtime::Runtime;
 use kv_ports::{KvError, KvOp, KvResult, NodeId};
 
-pub use component::{ClientCommand, ClientComp, ClientSettings, fmt_duration};
+pub use component::{ClientCommand, ClientComp, ClientSettings, Completion, fmt_duration};
 
 /// What can go wrong with an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,6 +191,12 @@ pub struct Session {
 }
 
 impl Session {
+    /// The client component behind this session (to open more sessions on it and
+    /// submit operations with [`ClientCommand::Submit`]).
+    pub fn component(&self) -> &Arc<Component<ClientComp>> {
+        &self.comp
+    }
+
     fn wait_time(&self) -> Duration {
         // The component enforces the deadline; this only guards against a component
         // that is gone.

@@ -1,5 +1,6 @@
 //! `kvstore`: run a kompact-kv node, a local demo cluster, or talk to a cluster.
 
+mod bench;
 mod console;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -108,6 +109,38 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// Closed-loop load: prints one JSON line of results on stdout.
+    Bench {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Concurrent client sessions.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Measured time.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Stop after this many measured operations (instead of --duration).
+        #[arg(long)]
+        ops: Option<u64>,
+        /// Unmeasured warm-up before.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        warmup: Duration,
+        /// Number of distinct keys.
+        #[arg(long, default_value_t = 1000)]
+        keys: u64,
+        /// Bytes per written value.
+        #[arg(long, default_value_t = 16)]
+        value_size: usize,
+        /// Operation mix, e.g. get=1,put=1,cas=1.
+        #[arg(long, default_value = "get=1,put=1,cas=1")]
+        mix: String,
+        /// Seed of the key and operation choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write every operation to this file (JSON lines) for `check-history`.
+        #[arg(long)]
+        history: Option<PathBuf>,
+    },
     /// Check a history file (JSON lines) for linearizability.
     CheckHistory {
         /// The history file.
@@ -171,6 +204,64 @@ fn main() -> ExitCode {
             verbose,
         } => one_shot(&endpoint, KvOp::Cas { key, expected, new }, verbose),
         Cmd::CheckHistory { file } => check_history(&file),
+        Cmd::Bench {
+            endpoint,
+            clients,
+            duration,
+            ops,
+            warmup,
+            keys,
+            value_size,
+            mix,
+            seed,
+            history,
+        } => {
+            let mix = match bench::parse_mix(&mix) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("kvstore: --mix: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let addr = match kv_client::resolve(endpoint.endpoint.as_str()) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("kvstore: --endpoint {}: {e}", endpoint.endpoint);
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            if clients == 0 || keys == 0 {
+                eprintln!("kvstore: --clients and --keys must be at least 1");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let mut client = ClientOptions::new(addr);
+            client.cluster = endpoint.cluster.clone();
+            client.deadline = endpoint.timeout;
+            client.request_timeout = (endpoint.timeout / 4).max(Duration::from_millis(50));
+            let cfg = bench::BenchConfig {
+                client,
+                clients,
+                duration,
+                ops,
+                warmup,
+                keys,
+                value_size,
+                mix,
+                seed,
+                history,
+                progress: std::io::stderr().is_terminal(),
+            };
+            match bench::run(&cfg) {
+                Ok(r) => {
+                    println!("{}", r.json());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kvstore: {e}");
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                }
+            }
+        }
     }
 }
 

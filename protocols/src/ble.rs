@@ -110,7 +110,8 @@ impl Ble {
         let mut others: Vec<NodeId> = cfg.peers.into_iter().filter(|p| *p != cfg.me).collect();
         others.sort();
         others.dedup();
-        let majority = (others.len() + 1) / 2 + 1;
+        let group = others.len() + 1;
+        let majority = group / 2 + 1;
         let ballot = Ballot::initial(cfg.me);
         let mut ble = Ble {
             me: cfg.me,

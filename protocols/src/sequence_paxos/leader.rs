@@ -225,9 +225,12 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
             return;
         };
         let len = self.first_idx + self.log.len() as u64;
-        let mut sync_idx = if p.n_accepted == n {
-            p.accepted_idx
-        } else if p.n_accepted == acc.adopted_round && p.accepted_idx <= acc.adopted_len {
+        // Its log is a prefix of ours if it was accepted in our ballot, or in the
+        // round we adopted from and no longer than what we adopted; otherwise only its
+        // decided prefix is known to match.
+        let prefix_of_ours = p.n_accepted == n
+            || (p.n_accepted == acc.adopted_round && p.accepted_idx <= acc.adopted_len);
+        let mut sync_idx = if prefix_of_ours {
             p.accepted_idx
         } else {
             p.decided_idx
@@ -354,10 +357,7 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
     /// anything was sent.
     fn leader_flush(&mut self) -> bool {
         let mut flushed = false;
-        loop {
-            let Role::Leader(ls) = &mut self.role else {
-                break;
-            };
+        while let Role::Leader(ls) = &mut self.role {
             let n = ls.n;
             let Phase::Accept(acc) = &mut ls.phase else {
                 break;

@@ -24,6 +24,9 @@ use kv_protocols::ble::{Ble, BleConfig, BleEvent, BleMsg};
 use kv_protocols::rng::SplitMix64;
 use kv_protocols::sequence_paxos::{PaxosConfig, PaxosEvent, PaxosMsg, SequencePaxos, Snapshot};
 
+/// Sub-ticks per tick of the network clock.
+const SUB: u64 = 1 << 16;
+
 /// Ticks per BLE heartbeat round in the harness.
 pub const HB_ROUND_TICKS: u64 = 6;
 /// Resend period of Sequence Paxos in the harness.
@@ -49,7 +52,7 @@ pub fn encode(list: &[u64]) -> Vec<u8> {
 
 /// Inverse of [`encode`].
 pub fn decode(data: &[u8]) -> Option<Vec<u64>> {
-    if data.len() % 8 != 0 {
+    if !data.len().is_multiple_of(8) {
         return None;
     }
     Some(
@@ -164,8 +167,8 @@ pub struct Node {
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct InFlight {
+    /// Delivery time in sub-ticks.
     at: u64,
-    tie: u64,
     from: usize,
     to: usize,
     seq: u64,
@@ -364,7 +367,7 @@ impl Sim {
     fn deliver_due(&mut self) {
         let mut budget = 100_000;
         while let Some(Reverse(top)) = self.queue.peek() {
-            if top.at > self.now || budget == 0 {
+            if top.at >= (self.now + 1) * SUB || budget == 0 {
                 break;
             }
             budget -= 1;
@@ -418,23 +421,18 @@ impl Sim {
             } else {
                 self.rng.range_inclusive(1, 2)
             };
-            let mut at = self.now + delay;
+            // Times are in sub-ticks: a random position inside the tick interleaves
+            // the links at random, while FIFO messages of one link stay in order.
+            let mut at = (self.now + delay) * SUB + self.rng.below(SUB);
             let reorder = slow || (faulty && self.rng.chance(0.1));
             if !reorder {
-                at = at.max(self.link_last[from * n + to]);
+                at = at.max(self.link_last[from * n + to] + 1);
                 self.link_last[from * n + to] = at;
             }
             let seq = self.next_seq;
             self.next_seq += 1;
             self.payloads.insert(seq, msg.clone());
-            let tie = self.rng.next_u64();
-            self.queue.push(Reverse(InFlight {
-                at,
-                tie,
-                from,
-                to,
-                seq,
-            }));
+            self.queue.push(Reverse(InFlight { at, from, to, seq }));
         }
     }
 
@@ -600,6 +598,35 @@ impl Sim {
         }
     }
 
+    /// Cuts every link of replica `x` (both directions).
+    pub fn isolate(&mut self, x: usize) {
+        let n = self.n();
+        for o in 0..n {
+            if o != x {
+                self.down[x * n + o] = true;
+                self.down[o * n + x] = true;
+            }
+        }
+        self.log(|| format!("isolate {x}"));
+    }
+
+    /// Brings every link back up and tells the replicas which links came back.
+    pub fn reconnect_all(&mut self) {
+        let n = self.n();
+        let was: Vec<bool> = self.down.clone();
+        self.down.iter_mut().for_each(|d| *d = false);
+        self.log(|| "heal links".to_string());
+        for a in self.live() {
+            for b in self.live() {
+                if was[a * n + b] {
+                    let id = self.nodes[b].id;
+                    self.nodes[a].px.reconnected(id);
+                }
+            }
+            self.pump(a);
+        }
+    }
+
     /// Proposes a new, unique id at replica `i` (never retried by the host) and
     /// returns it.
     pub fn propose_new(&mut self, i: usize) -> u64 {
@@ -706,29 +733,10 @@ impl Sim {
             }
             self.log(|| format!("partition {:b}", mask & ((1 << n) - 1)));
         } else if r < 40 {
-            // Isolate one node.
             let x = self.rng.below(n as u64) as usize;
-            for o in 0..n {
-                if o != x {
-                    self.down[x * n + o] = true;
-                    self.down[o * n + x] = true;
-                }
-            }
-            self.log(|| format!("isolate {x}"));
+            self.isolate(x);
         } else if r < 70 {
-            // Heal, telling the transports the links came back.
-            let was: Vec<bool> = self.down.clone();
-            self.down.iter_mut().for_each(|d| *d = false);
-            self.log(|| "heal links".to_string());
-            for a in self.live() {
-                for b in self.live() {
-                    if was[a * n + b] {
-                        let id = self.nodes[b].id;
-                        self.nodes[a].px.reconnected(id);
-                    }
-                }
-                self.pump(a);
-            }
+            self.reconnect_all();
         } else if r < 76 {
             let crashed = self.nodes.iter().filter(|x| x.crashed).count();
             if crashed < f {

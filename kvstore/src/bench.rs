@@ -1,0 +1,425 @@
+//! `kvstore bench`: closed-loop clients against a running cluster.
+//!
+//! Every client is its own session (one operation at a time). Keys are picked
+//! uniformly from `--keys`; a PUT writes a value unique to the client and its
+//! sequence; a CAS expects the last value that client read or wrote for the key (a
+//! never-written value if it has not touched it), so its outcome is meaningful to
+//! check. One thread drives all sessions: it submits an operation, and on each
+//! completion records the latency and submits the session's next one.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use kompact::prelude::ActorRefFactory;
+use kv_checker::{HistoryOp, Op};
+use kv_client::{ClientCommand, ClientOptions, ClientSystem};
+use kv_ports::{KvError, KvOp, KvResult};
+use kv_protocols::rng::SplitMix64;
+
+/// The operation mix, as weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix {
+    /// Weight of GET.
+    pub get: u32,
+    /// Weight of PUT.
+    pub put: u32,
+    /// Weight of CAS.
+    pub cas: u32,
+}
+
+/// Parse `get=1,put=1,cas=1` (missing kinds weigh 0).
+pub fn parse_mix(s: &str) -> Result<Mix, String> {
+    let mut m = Mix {
+        get: 0,
+        put: 0,
+        cas: 0,
+    };
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected KIND=WEIGHT (e.g. get=1)"))?;
+        let w: u32 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?}: the weight must be a whole number"))?;
+        match k.trim() {
+            "get" => m.get = w,
+            "put" => m.put = w,
+            "cas" => m.cas = w,
+            other => return Err(format!("{other:?}: unknown operation (get, put or cas)")),
+        }
+    }
+    if m.get + m.put + m.cas == 0 {
+        return Err("the mix must give some operation a positive weight".to_string());
+    }
+    Ok(m)
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Client options (endpoint, cluster, timeouts).
+    pub client: ClientOptions,
+    /// Concurrent sessions.
+    pub clients: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Stop after this many measured operations instead (if set).
+    pub ops: Option<u64>,
+    /// Unmeasured time before.
+    pub warmup: Duration,
+    /// Key space size.
+    pub keys: u64,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Operation mix.
+    pub mix: Mix,
+    /// Seed of key and operation choice.
+    pub seed: u64,
+    /// Write a history (JSON lines) here.
+    pub history: Option<std::path::PathBuf>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// The result line.
+#[derive(Debug)]
+pub struct BenchReport {
+    /// Sessions.
+    pub clients: usize,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Operations completed in the measured window.
+    pub ops: u64,
+    /// Operations per second.
+    pub ops_per_s: f64,
+    /// Latency percentiles (µs).
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Refused operations.
+    pub errors: u64,
+    /// Operations without answer by the deadline.
+    pub timeouts: u64,
+}
+
+impl BenchReport {
+    /// The JSON line `bench` prints.
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "clients": self.clients,
+            "duration_s": (self.duration_s * 1000.0).round() / 1000.0,
+            "ops": self.ops,
+            "ops_per_s": self.ops_per_s.round(),
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+            "p999_us": self.p999_us,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+        })
+        .to_string()
+    }
+}
+
+struct SessionState {
+    id: u64,
+    known: HashMap<String, String>,
+    n: u64,
+    started: Instant,
+    op: Option<KvOp>,
+}
+
+fn make_value(client: usize, n: u64, size: usize) -> String {
+    let mut v = format!("c{client}-{n}");
+    while v.len() < size {
+        v.push('.');
+    }
+    v
+}
+
+fn next_op(s: &mut SessionState, idx: usize, cfg: &BenchConfig, rng: &mut SplitMix64) -> KvOp {
+    let key = format!("k{}", rng.below(cfg.keys.max(1)));
+    let total = u64::from(cfg.mix.get + cfg.mix.put + cfg.mix.cas);
+    let r = rng.below(total) as u32;
+    s.n += 1;
+    if r < cfg.mix.get {
+        KvOp::Get { key }
+    } else if r < cfg.mix.get + cfg.mix.put {
+        KvOp::Put {
+            key,
+            value: make_value(idx, s.n, cfg.value_size),
+        }
+    } else {
+        let expected = s
+            .known
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| format!("never-written-{idx}"));
+        KvOp::Cas {
+            key,
+            expected,
+            new: make_value(idx, s.n, cfg.value_size),
+        }
+    }
+}
+
+fn learn(s: &mut SessionState, op: &KvOp, r: &Result<KvResult, KvError>) {
+    match (op, r) {
+        (KvOp::Get { key }, Ok(KvResult::Value(v))) => {
+            s.known.insert(key.clone(), v.clone());
+        }
+        (KvOp::Put { key, value }, Ok(KvResult::Done)) => {
+            s.known.insert(key.clone(), value.clone());
+        }
+        (KvOp::Cas { key, new, .. }, Ok(KvResult::Done)) => {
+            s.known.insert(key.clone(), new.clone());
+        }
+        (KvOp::Cas { key, .. }, Ok(KvResult::CasMismatch { current })) => {
+            s.known.insert(key.clone(), current.clone());
+        }
+        (_, Ok(KvResult::NotFound)) => {
+            s.known.remove(op.key());
+        }
+        _ => {}
+    }
+}
+
+fn history_op(
+    client: u64,
+    call: u64,
+    ret: u64,
+    op: &KvOp,
+    r: &Result<KvResult, KvError>,
+) -> Option<HistoryOp> {
+    let unknown = matches!(r, Err(KvError::Unavailable(_)));
+    if matches!(r, Err(KvError::Rejected(_))) {
+        return None; // refused before it could take effect
+    }
+    let hop = match op {
+        KvOp::Get { key } => Op::Get {
+            key: key.clone(),
+            out: match r {
+                Ok(KvResult::Value(v)) => Some(v.clone()),
+                _ => None,
+            },
+        },
+        KvOp::Put { key, value } => Op::Put {
+            key: key.clone(),
+            value: value.clone(),
+        },
+        KvOp::Cas { key, expected, new } => Op::Cas {
+            key: key.clone(),
+            from: expected.clone(),
+            to: new.clone(),
+            ok: matches!(r, Ok(KvResult::Done)),
+        },
+    };
+    Some(HistoryOp {
+        client,
+        call,
+        ret: if unknown { None } else { Some(ret) },
+        op: hop,
+    })
+}
+
+/// Run the benchmark.
+pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
+    let system = ClientSystem::start(cfg.client.clone()).map_err(|e| e.to_string())?;
+    let session = system.session();
+    session.await_connected().map_err(|e| e.to_string())?;
+    let comp = session.component().clone();
+    let (tx, rx) = mpsc::channel();
+    let mut rng = SplitMix64::new(cfg.seed);
+    let mut sessions: Vec<SessionState> = (0..cfg.clients)
+        .map(|i| SessionState {
+            id: kv_client::random_client_id() ^ (i as u64) << 1 | 1,
+            known: HashMap::new(),
+            n: 0,
+            started: Instant::now(),
+            op: None,
+        })
+        .collect();
+    let mut by_id = HashMap::new();
+    for (i, s) in sessions.iter().enumerate() {
+        by_id.insert(s.id, i);
+        comp.actor_ref().tell(ClientCommand::OpenSession(s.id));
+    }
+    let mut history = match &cfg.history {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let origin = Instant::now();
+    let measure_from = origin + cfg.warmup;
+    let measure_until = measure_from + cfg.duration;
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let (mut ops, mut errors, mut timeouts) = (0u64, 0u64, 0u64);
+    let bar = if cfg.progress {
+        let b = indicatif::ProgressBar::new((cfg.warmup + cfg.duration).as_secs().max(1));
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let submit = |s: &mut SessionState, idx: usize, rng: &mut SplitMix64| {
+        let op = next_op(s, idx, cfg, rng);
+        s.started = Instant::now();
+        s.op = Some(op.clone());
+        comp.actor_ref().tell(ClientCommand::Submit {
+            session: s.id,
+            tag: idx as u64,
+            op,
+            done: tx.clone(),
+        });
+    };
+    for (i, s) in sessions.iter_mut().enumerate() {
+        submit(s, i, &mut rng);
+    }
+    let mut outstanding = cfg.clients;
+    let mut stopping = false;
+    let mut last_tick = Instant::now();
+    let hard_stop = measure_until + cfg.client.deadline * 3 + Duration::from_secs(1);
+    while outstanding > 0 {
+        let (sid, _tag, result) = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(c) => c,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if Instant::now() > hard_stop {
+                    break;
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let now = Instant::now();
+        let Some(&idx) = by_id.get(&sid) else {
+            continue;
+        };
+        let s = &mut sessions[idx];
+        let Some(op) = s.op.take() else { continue };
+        learn(s, &op, &result);
+        if let Some(h) = history.as_mut()
+            && let Some(hop) = history_op(
+                idx as u64 + 1,
+                (s.started - origin).as_nanos() as u64,
+                (now - origin).as_nanos() as u64,
+                &op,
+                &result,
+            )
+        {
+            let _ = writeln!(h, "{}", hop.to_json_line());
+        }
+        let in_window = s.started >= measure_from && now <= measure_until;
+        if in_window {
+            match &result {
+                Ok(_) => {
+                    ops += 1;
+                    let _ = hist.record((now - s.started).as_micros().max(1) as u64);
+                }
+                Err(KvError::Unavailable(_)) => timeouts += 1,
+                Err(KvError::Rejected(_)) => errors += 1,
+            }
+        }
+        if now >= measure_until || cfg.ops.is_some_and(|n| ops >= n) {
+            stopping = true;
+        }
+        if stopping {
+            outstanding -= 1;
+        } else {
+            submit(s, idx, &mut rng);
+        }
+        if let Some(b) = &bar
+            && now - last_tick > Duration::from_millis(200)
+        {
+            last_tick = now;
+            b.set_position((now - origin).as_secs());
+            let el = now.saturating_duration_since(measure_from).as_secs_f64();
+            if el > 0.0 {
+                b.set_message(format!("{:.0} ops/s", ops as f64 / el));
+            } else {
+                b.set_message("warming up".to_string());
+            }
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(mut h) = history {
+        h.flush().map_err(|e| e.to_string())?;
+    }
+    let measured = if cfg.ops.is_some() {
+        Instant::now()
+            .min(measure_until)
+            .saturating_duration_since(measure_from)
+    } else {
+        cfg.duration
+    };
+    let secs = measured.as_secs_f64().max(1e-9);
+    system.shutdown();
+    Ok(BenchReport {
+        clients: cfg.clients,
+        duration_s: secs,
+        ops,
+        ops_per_s: ops as f64 / secs,
+        p50_us: hist.value_at_quantile(0.5),
+        p99_us: hist.value_at_quantile(0.99),
+        p999_us: hist.value_at_quantile(0.999),
+        errors,
+        timeouts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_parse_and_bad_ones_are_explained() {
+        assert_eq!(
+            parse_mix("get=1,put=1,cas=1"),
+            Ok(Mix {
+                get: 1,
+                put: 1,
+                cas: 1
+            })
+        );
+        assert_eq!(
+            parse_mix("get=90,put=5,cas=5"),
+            Ok(Mix {
+                get: 90,
+                put: 5,
+                cas: 5
+            })
+        );
+        assert_eq!(
+            parse_mix("put=1"),
+            Ok(Mix {
+                get: 0,
+                put: 1,
+                cas: 0
+            })
+        );
+        assert!(parse_mix("get=0").is_err());
+        assert!(
+            parse_mix("del=1")
+                .unwrap_err()
+                .contains("unknown operation")
+        );
+        assert!(parse_mix("get").unwrap_err().contains("KIND=WEIGHT"));
+    }
+
+    #[test]
+    fn values_are_unique_per_client_and_sequence_and_padded() {
+        assert_eq!(make_value(3, 7, 16), "c3-7............");
+        assert_ne!(make_value(3, 7, 4), make_value(3, 8, 4));
+    }
+}
