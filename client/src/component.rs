@@ -99,7 +99,7 @@ struct Session {
 /// `2s`, `1.5s` or `300ms`, as a person would write it.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms >= 1000 && ms % 1000 == 0 {
+    if ms >= 1000 && ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms >= 1000 {
         format!("{:.1}s", d.as_secs_f64())

@@ -173,7 +173,7 @@ impl ClientSystem {
 
     /// Shut the system down.
     pub fn shutdown(self) {
-        let _ = self.rt.system.shutdown();
+        let _ = self.rt.system.shutdown().wait();
     }
 }
 

@@ -173,7 +173,18 @@ impl Overlay {
     fn route(&mut self, table: &LookupTable, routed: Routed) {
         let partition = routed.partition;
         if self.local.contains(&partition) {
-            self.routing_port.trigger(routed);
+            // Send straight to the partition's leader when it is another node we do
+            // not suspect: the leader proposes and answers without the extra
+            // forwarding hop inside Sequence Paxos.
+            match self.leaders.get(&partition) {
+                Some(l) if *l != self.s.me && !self.suspected.contains(l) => {
+                    self.pl_port.trigger(PlRequest::Send {
+                        dst: *l,
+                        payload: PlPayload::Forward(routed),
+                    });
+                }
+                _ => self.routing_port.trigger(routed),
+            }
             return;
         }
         let group = table.group(partition);

@@ -180,7 +180,13 @@ impl Side {
 
 impl Drop for Side {
     fn drop(&mut self) {
-        let _ = self.rt.system.clone().shutdown();
+        // `shutdown` is a lazy future; it must be driven to take effect.
+        let _ = self
+            .rt
+            .system
+            .clone()
+            .shutdown()
+            .wait_timeout(Duration::from_secs(10));
     }
 }
 

@@ -369,9 +369,7 @@ fn demo(nodes: usize, partitions: u32, replication: usize, level: slog::Level) -
         Ok(c) => console_loop(&c),
         Err(code) => code,
     };
-    for (rt, _) in running {
-        let _ = rt.system.shutdown();
-    }
+    drop(running); // the nodes stop with the process, which exits next
     code
 }
 

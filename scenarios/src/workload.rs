@@ -99,6 +99,8 @@ pub struct Recorder {
     planned: usize,
     /// Operations answered (or given up on by the client).
     finished: usize,
+    /// Per scenario client: (planned, finished).
+    per_client: BTreeMap<usize, (usize, usize)>,
     trace: bool,
 }
 
@@ -114,6 +116,7 @@ impl Recorder {
             ops: Vec::new(),
             planned: 0,
             finished: 0,
+            per_client: BTreeMap::new(),
             trace,
         }))
     }
@@ -159,12 +162,25 @@ impl Recorder {
             rec.ret = Some(ret);
             rec.result = Some(result);
             self.finished += 1;
+            self.per_client.entry(rec.client).or_default().1 += 1;
         }
     }
 
     /// Whether every planned operation has finished.
     pub fn all_done(&self) -> bool {
         self.finished >= self.planned
+    }
+
+    /// Whether client `client` has finished every operation it planned.
+    pub fn client_done(&self, client: usize) -> bool {
+        self.per_client
+            .get(&client)
+            .is_none_or(|(planned, finished)| finished >= planned)
+    }
+
+    fn plan(&mut self, client: usize, n: usize) {
+        self.planned += n;
+        self.per_client.entry(client).or_default().0 += n;
     }
 
     /// Operations planned and finished so far.
@@ -277,7 +293,7 @@ impl ClientDriver {
             Plan::ClosedLoop(c) => c.seed,
             Plan::Burst(_) => session,
         };
-        lock(&rec).planned += plan.len();
+        lock(&rec).plan(client, plan.len());
         ClientDriver {
             ctx: ComponentContext::uninitialised(),
             kv_port: RequiredPort::uninitialised(),
@@ -368,7 +384,9 @@ impl ComponentLifecycle for ClientDriver {
                 }
             }
             Plan::ClosedLoop(_) => {
-                self.issue_next();
+                if let Some(op) = self.next_random() {
+                    self.submit(op);
+                }
             }
         }
         Handled::OK

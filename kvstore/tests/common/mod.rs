@@ -338,8 +338,7 @@ impl Node {
     pub fn last_leader(&self, partition: u32) -> Option<SocketAddr> {
         self.leader_lines()
             .into_iter()
-            .filter(|(p, _, _)| *p == partition)
-            .next_back()
+            .rfind(|(p, _, _)| *p == partition)
             .map(|(_, _, l)| l)
     }
 }

@@ -128,8 +128,6 @@ pub struct SequencePaxos<T> {
     /// Tick of the last sign of life of the leader of `promised` (a Prepare or
     /// phase-2 message of that ballot), or of our own step-down.
     last_leader_contact: u64,
-    /// Tick of the last message from each other member.
-    last_heard: BTreeMap<NodeId, u64>,
     /// The role in the current ballot.
     role: Role<T>,
     /// Proposals not yet in the log: on the leader, waiting for a batch slot; on a
@@ -172,7 +170,6 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
             leader: None,
             ble_leader: None,
             last_leader_contact: 0,
-            last_heard: BTreeMap::new(),
             role: Role::Follower(FollowerState::default()),
             pending: VecDeque::new(),
             applied: BTreeMap::new(),
@@ -188,7 +185,6 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
         if from == self.me || self.others.binary_search(&from).is_err() {
             return;
         }
-        self.last_heard.insert(from, self.ticks);
         match msg {
             PaxosMsg::Prepare(p) => self.handle_prepare(from, p),
             PaxosMsg::Promise(p) => self.handle_promise(from, p),
@@ -244,15 +240,12 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
                 // Leadership follows BLE: if BLE says we lead but a higher ballot made
                 // us step down, and the holder of that ballot has been silent for two
                 // resend periods (it stopped leading, or cannot reach us), take over
-                // again, so the group never waits on a leader that is not there. Only
-                // while we hear from a majority, though: BLE's verdict is stale in a
-                // minority, and a cut-off node that kept raising its ballot would
-                // disrupt the real leader when it comes back.
-                let silence = 2 * self.resend_ticks;
+                // again, so the group never waits on a leader that is not there.
+                // (Followers do not talk to each other, so silence from the others
+                // says nothing; only the ballot holder's silence counts.)
                 if let Some(b) = self.ble_leader
                     && b.pid == self.me
-                    && self.ticks >= self.last_leader_contact + silence
-                    && self.hears_majority(silence)
+                    && self.ticks >= self.last_leader_contact + 2 * self.resend_ticks
                 {
                     self.become_leader(b);
                 }
@@ -363,17 +356,6 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
                 applied_idx,
             },
         ));
-    }
-
-    /// Whether a majority of the group (counting us) sent us something within the
-    /// last `window` ticks.
-    fn hears_majority(&self, window: u64) -> bool {
-        let recent = self
-            .last_heard
-            .values()
-            .filter(|&&t| t + window >= self.ticks)
-            .count();
-        recent + 1 >= self.majority || true
     }
 
     fn snapshot_idx(&self) -> u64 {
