@@ -127,6 +127,11 @@ pub struct ClientComp {
     connect_error: Option<KvError>,
     waiting_connect: Vec<KPromise<Result<Vec<NodeId>, KvError>>>,
     sessions: BTreeMap<ClientId, Session>,
+    /// Partitions of the key space (0 until the cluster told us).
+    partitions: u32,
+    /// The node that last answered for each partition: its leader, since the leader
+    /// proposes and answers. Requests go there first.
+    hints: BTreeMap<u32, NodeId>,
     rng: SplitMix64,
 }
 
@@ -150,6 +155,8 @@ impl ClientComp {
             connect_error: None,
             waiting_connect: Vec::new(),
             sessions,
+            partitions: 0,
+            hints: BTreeMap::new(),
             rng: SplitMix64::new(s.client_id),
             s,
         }
@@ -194,9 +201,28 @@ impl ClientComp {
         self.start_next(session);
     }
 
+    fn partition_of(&self, op: &KvOp) -> Option<u32> {
+        (self.partitions > 0).then(|| {
+            kv_protocols::partition::partition_of(
+                kv_protocols::partition::key_hash(op.key().as_bytes()),
+                self.partitions,
+            )
+        })
+    }
+
+    fn target_for(&self, op: &KvOp) -> NodeId {
+        self.partition_of(op)
+            .and_then(|p| self.hints.get(&p).copied())
+            .or(self.entry)
+            .unwrap_or(self.s.endpoint)
+    }
+
     fn start_next(&mut self, session: ClientId) {
-        let target = self.entry.unwrap_or(self.s.endpoint);
         let now = self.now;
+        let target = match self.sessions.get(&session).and_then(|s| s.queue.front()) {
+            Some((op, _)) => self.target_for(op),
+            None => return,
+        };
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -247,6 +273,14 @@ impl ClientComp {
     fn fail_over(&mut self, session: ClientId) {
         // Try the next node of the cluster in turn (skipping the one that failed).
         let n = self.nodes.len();
+        if let Some(p) = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.current.as_ref())
+            .and_then(|c| self.partition_of(&c.op))
+        {
+            self.hints.remove(&p);
+        }
         if let Some(cur) = self
             .sessions
             .get_mut(&session)
@@ -323,12 +357,17 @@ impl ClientComp {
             .is_some_and(|c| c.seq == seq)
     }
 
-    fn on_message(&mut self, msg: ClientMessage) {
+    fn on_message(&mut self, src: NodeId, msg: ClientMessage) {
         match msg {
-            ClientMessage::ConnectAck { entry, nodes } => {
+            ClientMessage::ConnectAck {
+                entry,
+                nodes,
+                partitions,
+            } => {
                 if nodes.is_empty() || self.connected {
                     return;
                 }
+                self.partitions = partitions;
                 self.entry = Some(entry);
                 self.nodes = nodes;
                 self.connected = true;
@@ -343,6 +382,14 @@ impl ClientComp {
                 result,
             } => {
                 if self.is_current(client, seq) {
+                    if let Some(p) = self
+                        .sessions
+                        .get(&client)
+                        .and_then(|s| s.current.as_ref())
+                        .and_then(|c| self.partition_of(&c.op))
+                    {
+                        self.hints.insert(p, src);
+                    }
                     self.complete(client, Ok(result));
                 }
             }
@@ -434,11 +481,11 @@ impl Provide<KeyValue> for ClientComp {
 impl Require<Network> for ClientComp {
     fn handle(&mut self, ind: NetIndication) -> HandlerResult {
         if let NetIndication::Deliver {
+            src,
             msg: NetMessage::Client(m),
-            ..
         } = ind
         {
-            self.on_message(m);
+            self.on_message(src, m);
         }
         Handled::OK
     }

@@ -7,6 +7,7 @@
 //! directly. Sessions `(client, seq)` in the state machine make a retried PUT or CAS
 //! take effect once.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -68,6 +69,34 @@ pub fn check_limits(op: &KvOp, max_key: usize, max_value: usize) -> Result<(), R
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------
+// Planted bugs (simulation hook; off unless a test turns one on)
+
+/// A deliberate bug the simulator can plant in replicas to show that its checks
+/// catch it. Never enabled in production: nothing outside the simulator's tests
+/// calls [`set_planted_bug`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Answer GET from this replica's local state at once, without going through
+    /// the log (stale reads from followers and deposed leaders).
+    LocalRead,
+}
+
+thread_local! {
+    /// The bug replicas created on this thread plant. A thread-local rather than a
+    /// settings field so the node host (which builds `KvReplicaSettings`) stays
+    /// untouched; the simulator runs every replica of a run on its driver thread.
+    static PLANTED_BUG: Cell<Option<PlantedBug>> = const { Cell::new(None) };
+}
+
+/// Plant `bug` in every `KvReplica` created on this thread from now on (`None`
+/// removes it). For the simulator's planted-bug tests only.
+#[doc(hidden)]
+pub fn set_planted_bug(bug: Option<PlantedBug>) {
+    PLANTED_BUG.with(|b| b.set(bug));
+}
+
 /// One partition's replica of the key-value state machine.
 #[derive(ComponentDefinition)]
 pub struct KvReplica {
@@ -86,6 +115,8 @@ pub struct KvReplica {
     ticker: Ticker,
     /// Milliseconds since this replica started (ticks × period): the stamp clock.
     now_ms: u64,
+    /// A deliberately planted bug (simulation only; `None` in production).
+    planted_bug: Option<PlantedBug>,
 }
 
 impl KvReplica {
@@ -102,6 +133,7 @@ impl KvReplica {
             inflight: BTreeMap::new(),
             ticker: Ticker::new(s.tick_period),
             now_ms: 0,
+            planted_bug: PLANTED_BUG.with(Cell::get),
             s,
         }
     }
@@ -121,6 +153,22 @@ impl KvReplica {
                     reason,
                 },
             );
+            return;
+        }
+        if self.planted_bug == Some(PlantedBug::LocalRead)
+            && let KvOp::Get { key } = &req.op
+        {
+            // Planted bug: a read that skips the log.
+            let result = match self.state.get(key) {
+                Some(v) => kv_ports::KvResult::Value(v.to_string()),
+                None => kv_ports::KvResult::NotFound,
+            };
+            let msg = ClientMessage::Response {
+                client: req.client,
+                seq: req.seq,
+                result,
+            };
+            self.send_client(r.reply_to, msg);
             return;
         }
         let key = (req.client, req.seq);

@@ -141,6 +141,7 @@ impl Overlay {
                     ClientMessage::ConnectAck {
                         entry,
                         nodes: table.nodes.clone(),
+                        partitions: table.partitions,
                     },
                 );
             }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod console;
+mod gaps;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -146,6 +147,8 @@ enum Cmd {
         /// The history file.
         file: PathBuf,
     },
+    /// Per partition, the longest time without a successful operation in a history.
+    HistoryGaps(gaps::Args),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -204,6 +207,7 @@ fn main() -> ExitCode {
             verbose,
         } => one_shot(&endpoint, KvOp::Cas { key, expected, new }, verbose),
         Cmd::CheckHistory { file } => check_history(&file),
+        Cmd::HistoryGaps(args) => gaps::run(&args),
         Cmd::Bench {
             endpoint,
             clients,

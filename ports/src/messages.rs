@@ -140,6 +140,10 @@ pub enum ClientMessage {
         entry: NodeId,
         /// Every node of the cluster, for fail-over.
         nodes: Vec<NodeId>,
+        /// Partitions of the key space, so the client can tell which partition a key
+        /// belongs to and send it to the node that last answered for that partition
+        /// (its leader).
+        partitions: u32,
     },
     /// Client → node: an operation.
     Request(ClientRequest),

@@ -53,7 +53,10 @@ pub fn ms(m: u64) -> Duration {
 
 /// Address of server `i` (from 1): `192.193.0.i:45678`.
 pub fn node_addr(i: usize) -> NodeId {
-    SocketAddr::from((Ipv4Addr::new(192, 193, (i / 256) as u8, (i % 256) as u8), 45678))
+    SocketAddr::from((
+        Ipv4Addr::new(192, 193, (i / 256) as u8, (i % 256) as u8),
+        45678,
+    ))
 }
 
 /// Address of client `i` (from 1): `192.193.1.i:45678` (from 256 on, the next /24).
@@ -64,13 +67,18 @@ pub fn client_addr(i: usize) -> NodeId {
     ))
 }
 
+/// As a client's contact: whichever server is alive (the lowest-numbered) when the
+/// client starts.
+pub const ANY_LIVE: usize = 0;
+
 /// A client: one system at `192.193.1.id`, contacting server `contact` first, with
 /// one session per plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientSpec {
     /// Client number (from 1).
     pub id: usize,
-    /// The server it knows first.
+    /// The server it knows first; [`ANY_LIVE`] picks the lowest-numbered live
+    /// server when the client starts.
     pub contact: usize,
     /// One session per plan, all started at once.
     pub sessions: Vec<Plan>,
@@ -404,6 +412,7 @@ struct Runner<'a> {
     events: Vec<(Duration, Event)>,
     next_event: usize,
     alarms: BTreeSet<Duration>,
+    booted_at: Option<Duration>,
 }
 
 impl<'a> Runner<'a> {
@@ -436,6 +445,7 @@ impl<'a> Runner<'a> {
             events,
             next_event: 0,
             alarms: BTreeSet::new(),
+            booted_at: None,
         })
     }
 
@@ -487,11 +497,16 @@ impl<'a> Runner<'a> {
 
     fn start_client(&mut self, spec: &ClientSpec) -> anyhow::Result<()> {
         let addr = client_addr(spec.id);
+        let contact = if spec.contact == ANY_LIVE {
+            self.nodes.keys().next().copied().unwrap_or(1)
+        } else {
+            spec.contact
+        };
         self.trace(format_args!(
             "START client {} at {addr} ({} sessions) contacting server {}",
             spec.id,
             spec.sessions.len(),
-            spec.contact
+            contact
         ));
         let label = format!("client-{}", spec.id);
         let sys = self.sim.build_system(&label)?;
@@ -507,7 +522,7 @@ impl<'a> Runner<'a> {
             let session = (spec.id as u64) * 100_000 + k as u64 + 1;
             let comp = sys.create(|| {
                 ClientComp::new(ClientSettings {
-                    endpoint: node_addr(spec.contact),
+                    endpoint: node_addr(contact),
                     cluster: cluster.clone(),
                     client_id: session,
                     request_timeout: t.request_timeout,
@@ -536,7 +551,6 @@ impl<'a> Runner<'a> {
         let Some(n) = self.nodes.remove(&i) else {
             return;
         };
-        self.trace(format_args!("KILL server {i}"));
         let addr = node_addr(i);
         self.hub.on_definition(|h| h.kill(addr));
         self.sim.stop_system(&n.label);
@@ -567,9 +581,10 @@ impl<'a> Runner<'a> {
             Event::Kill(i) => self.kill(i),
             Event::KillLeader(p) => match self.leader_of(p) {
                 Some(i) => self.kill(i),
-                None => self
-                    .problems
-                    .push(format!("kill-leader at {:?}: partition {p} has no known leader", self.sim.now())),
+                None => self.problems.push(format!(
+                    "kill-leader at {:?}: partition {p} has no known leader",
+                    self.sim.now()
+                )),
             },
             Event::Partition(sides) => {
                 let sides: Vec<Vec<NodeId>> = sides
@@ -589,9 +604,13 @@ impl<'a> Runner<'a> {
 
     /// Attaches a watcher to every replica created since the last call.
     fn watch_new_replicas(&mut self) {
+        let now = self.sim.now();
         for (i, n) in self.nodes.iter_mut() {
             let fresh: Vec<_> = {
                 let hosted = n.node.hosted.lock().unwrap_or_else(|e| e.into_inner());
+                if hosted.table.is_some() && self.booted_at.is_none() {
+                    self.booted_at = Some(now);
+                }
                 hosted
                     .replicas
                     .iter()
@@ -728,6 +747,7 @@ impl<'a> Runner<'a> {
             jobs,
             killed: self.killed.clone(),
             alive,
+            booted_at: self.booted_at,
             problems,
         }
     }
@@ -760,6 +780,8 @@ pub struct Outcome {
     pub killed: Vec<usize>,
     /// Servers alive at the end.
     pub alive: Vec<usize>,
+    /// When the first server installed the lookup table.
+    pub booted_at: Option<Duration>,
     /// Anything wrong the simulator itself noticed (livelock, replicas deciding
     /// different commands at one log index, a run that could not start).
     pub problems: Vec<String>,
@@ -778,6 +800,7 @@ impl Outcome {
             jobs: 0,
             killed: Vec::new(),
             alive: Vec::new(),
+            booted_at: None,
             problems: vec![format!("the scenario could not run: {why}")],
         }
     }

@@ -250,6 +250,9 @@ pub enum Plan {
     /// Submit all these operations at once when the session starts (open loop; the
     /// session runs them one after the other, each recorded from its submission).
     Burst(Vec<KvOp>),
+    /// These operations one after the other: each is submitted when the previous
+    /// one has been answered, so each is invoked after the previous returned.
+    Sequence(Vec<KvOp>),
     /// A closed-loop random workload.
     ClosedLoop(ClosedLoop),
 }
@@ -258,7 +261,7 @@ impl Plan {
     /// Number of operations the plan issues.
     pub fn len(&self) -> usize {
         match self {
-            Plan::Burst(ops) => ops.len(),
+            Plan::Burst(ops) | Plan::Sequence(ops) => ops.len(),
             Plan::ClosedLoop(c) => c.ops,
         }
     }
@@ -291,7 +294,7 @@ impl ClientDriver {
     pub fn new(client: usize, session: u64, plan: Plan, rec: SharedRecorder) -> Self {
         let seed = match &plan {
             Plan::ClosedLoop(c) => c.seed,
-            Plan::Burst(_) => session,
+            Plan::Burst(_) | Plan::Sequence(_) => session,
         };
         lock(&rec).plan(client, plan.len());
         ClientDriver {
@@ -316,9 +319,11 @@ impl ClientDriver {
         self.kv_port.trigger(KvRequest { tag, op });
     }
 
-    fn next_random(&mut self) -> Option<KvOp> {
-        let Plan::ClosedLoop(c) = &self.plan else {
-            return None;
+    fn next_op(&mut self) -> Option<KvOp> {
+        let c = match &self.plan {
+            Plan::Burst(_) => return None,
+            Plan::Sequence(ops) => return ops.get(self.issued).cloned(),
+            Plan::ClosedLoop(c) => c,
         };
         if self.issued >= c.ops || c.keys.is_empty() {
             return None;
@@ -368,7 +373,7 @@ impl ClientDriver {
     }
 
     fn issue_next(&mut self) -> HandlerResult {
-        if let Some(op) = self.next_random() {
+        if let Some(op) = self.next_op() {
             self.submit(op);
         }
         Handled::OK
@@ -383,8 +388,8 @@ impl ComponentLifecycle for ClientDriver {
                     self.submit(op);
                 }
             }
-            Plan::ClosedLoop(_) => {
-                if let Some(op) = self.next_random() {
+            Plan::Sequence(_) | Plan::ClosedLoop(_) => {
+                if let Some(op) = self.next_op() {
                     self.submit(op);
                 }
             }
@@ -404,14 +409,16 @@ impl Require<KeyValue> for ClientDriver {
             rec.ops[idx].op.clone()
         };
         self.learn(&op, &resp.result);
-        if let Plan::ClosedLoop(c) = &self.plan {
-            if c.think.is_zero() {
-                return self.issue_next();
+        match &self.plan {
+            Plan::Burst(_) => Handled::OK,
+            Plan::Sequence(_) => self.issue_next(),
+            Plan::ClosedLoop(c) if c.think.is_zero() => self.issue_next(),
+            Plan::ClosedLoop(c) => {
+                let think = c.think;
+                self.schedule_once(think, |d, _| d.issue_next());
+                Handled::OK
             }
-            let think = c.think;
-            self.schedule_once(think, |d, _| d.issue_next());
         }
-        Handled::OK
     }
 }
 

@@ -45,9 +45,11 @@ pub fn encode(msg: &NetMessage, buf: &mut impl BufMut) {
                 cluster: cluster.clone(),
             }
             .encode_raw(buf),
-            ClientMessage::ConnectAck { entry, nodes } => {
-                c::connect_ack_to_pb(entry, nodes).encode_raw(buf)
-            }
+            ClientMessage::ConnectAck {
+                entry,
+                nodes,
+                partitions,
+            } => c::connect_ack_to_pb(entry, nodes, *partitions).encode_raw(buf),
             ClientMessage::Request(r) => c::client_request_to_pb(r).encode_raw(buf),
             ClientMessage::Response {
                 client,

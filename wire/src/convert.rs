@@ -508,10 +508,15 @@ pub(crate) fn connect_from_pb(m: pb::Connect) -> ClientMessage {
     ClientMessage::Connect { cluster: m.cluster }
 }
 
-pub(crate) fn connect_ack_to_pb(entry: &SocketAddr, nodes: &[SocketAddr]) -> pb::ConnectAck {
+pub(crate) fn connect_ack_to_pb(
+    entry: &SocketAddr,
+    nodes: &[SocketAddr],
+    partitions: u32,
+) -> pb::ConnectAck {
     pb::ConnectAck {
         entry: Some(addr_to_pb(entry)),
         nodes: nodes.iter().map(addr_to_pb).collect(),
+        partitions,
     }
 }
 
@@ -519,6 +524,7 @@ pub(crate) fn connect_ack_from_pb(m: pb::ConnectAck) -> Result<ClientMessage> {
     Ok(ClientMessage::ConnectAck {
         entry: req_addr(m.entry, "ConnectAck", "entry")?,
         nodes: map_vec(m.nodes, addr_from_pb)?,
+        partitions: m.partitions,
     })
 }
 

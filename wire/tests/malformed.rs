@@ -75,6 +75,7 @@ fn bad_addresses_are_rejected() {
                 port: 1,
             }),
             nodes: vec![],
+            partitions: 0,
         };
         assert_eq!(
             decode_pb(ids::CONNECT_ACK, &m).unwrap_err(),
@@ -87,6 +88,7 @@ fn bad_addresses_are_rejected() {
             ip: vec![0; 16],
             port: 65536,
         }],
+        partitions: 0,
     };
     assert!(matches!(
         decode_pb(ids::CONNECT_ACK, &m),
@@ -98,6 +100,7 @@ fn bad_addresses_are_rejected() {
             port: 65535,
         }),
         nodes: vec![],
+        partitions: 0,
     };
     assert!(decode_pb(ids::CONNECT_ACK, &m).is_ok());
 }

@@ -36,7 +36,11 @@ pub fn prefill_ops() -> Vec<KvOp> {
 
 /// GET `test0` ..= `test{n}`.
 pub fn gets(n: usize) -> Vec<KvOp> {
-    (0..=n).map(|i| KvOp::Get { key: format!("test{i}") }).collect()
+    (0..=n)
+        .map(|i| KvOp::Get {
+            key: format!("test{i}"),
+        })
+        .collect()
 }
 
 /// The scenario, on the given network and seed. Client 1 prefills, client 2 reads.

@@ -1,1 +1,181 @@
-//! todo
+//! Random fault schedules, each fully determined by one seed.
+//!
+//! A schedule picks a cluster shape (5 servers / 2 partitions / 3 replicas, or 3
+//! servers / 1 partition / 3 replicas), a delay model (zero, uniform 3–7 ms or
+//! uniform 1–20 ms), and:
+//! - at 3 s, 3–6 clients with 1–3 closed-loop sessions each on a small key space
+//!   (so operations collide);
+//! - between 4 s and 12 s, 1–5 faults: crashes (at most a minority of every
+//!   replication group, never recovering), partitions into two sides that heal
+//!   0.3–3 s later, and dropped connections (what is in flight is lost; the
+//!   connection comes back);
+//! - at 13 s everything still cut is healed; at 16 s a checking client, contacting
+//!   a live server, reads every key and writes it once.
+//!
+//! [`check`] fails a run if the history is not linearizable, if the simulator saw a
+//! problem (replicas deciding different commands at one index, a livelock), if an
+//! operation is still unfinished at the end, or if an operation of the checking
+//! client fails: once faults have healed and a majority of every group is alive,
+//! every operation must complete.
+
+use std::time::Duration;
+
+use kv_ports::{KvOp, LookupTable};
+use kv_protocols::rng::{SplitMix64, mix64};
+
+use crate::scenario::{Event, Outcome, Scenario, ms, node_addr, secs};
+use crate::sim::DelayModel;
+use crate::workload::{ClosedLoop, Mix, Plan};
+
+/// The client id of the checking client.
+pub const CHECKER_CLIENT: usize = 100;
+
+/// When every fault is healed.
+pub const HEAL_ALL_AT: Duration = Duration::from_secs(13);
+
+/// When the checking client starts.
+pub const CHECK_AT: Duration = Duration::from_secs(16);
+
+/// The random schedule of `seed`.
+pub fn scenario(seed: u64) -> Scenario {
+    let mut rng = SplitMix64::new(mix64(seed ^ 0x7363_6865_6475_6c65));
+    let (n, partitions) = if rng.chance(0.5) { (5, 2) } else { (3, 1) };
+    let r = 3;
+    let delay = match rng.below(3) {
+        0 => DelayModel::zero(),
+        1 => DelayModel::uniform_ms(3, 7),
+        _ => DelayModel::uniform_ms(1, 20),
+    };
+    let keys: Vec<String> = (0..rng.range_inclusive(2, 6))
+        .map(|i| format!("k{i}"))
+        .collect();
+    let mut sc = Scenario::new("random")
+        .seed(seed)
+        .network(delay)
+        .cluster(n, partitions, r)
+        .start_nodes(Duration::ZERO, ms(rng.range_inclusive(0, 300)));
+
+    // Closed-loop clients.
+    let clients = rng.range_inclusive(3, 6) as usize;
+    for c in 1..=clients {
+        let sessions = (0..rng.range_inclusive(1, 3))
+            .map(|_| {
+                Plan::ClosedLoop(ClosedLoop {
+                    ops: rng.range_inclusive(10, 30) as usize,
+                    keys: keys.clone(),
+                    mix: Mix {
+                        get: rng.range_inclusive(1, 3) as u32,
+                        put: rng.range_inclusive(1, 3) as u32,
+                        cas: rng.range_inclusive(1, 3) as u32,
+                    },
+                    seed: rng.next_u64(),
+                    think: ms(rng.range_inclusive(0, 300)),
+                })
+            })
+            .collect();
+        let contact = rng.range_inclusive(1, n as u64) as usize;
+        sc = sc.client(secs(3) + ms(rng.below(500)), c, contact, sessions);
+    }
+
+    // Faults.
+    let nodes: Vec<_> = (1..=n).map(node_addr).collect();
+    let table = LookupTable::build(nodes, partitions, r).ok();
+    let mut dead: Vec<usize> = Vec::new();
+    let faults = rng.range_inclusive(1, 5);
+    for _ in 0..faults {
+        let at = secs(4) + ms(rng.below(8000));
+        match rng.below(3) {
+            0 => {
+                let victim = rng.range_inclusive(1, n as u64) as usize;
+                let mut after = dead.clone();
+                after.push(victim);
+                if !dead.contains(&victim) && minority_everywhere(table.as_ref(), &after) {
+                    dead.push(victim);
+                    sc = sc.kill(at, victim);
+                }
+            }
+            1 => {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                for i in 1..=n {
+                    if rng.chance(0.5) {
+                        a.push(i)
+                    } else {
+                        b.push(i)
+                    }
+                }
+                if !a.is_empty() && !b.is_empty() {
+                    let heal = (at + ms(rng.range_inclusive(300, 3000))).min(HEAL_ALL_AT);
+                    sc = sc.partition(at, vec![a, b]).heal(heal);
+                }
+            }
+            _ => {
+                let x = rng.range_inclusive(1, n as u64) as usize;
+                let y = rng.range_inclusive(1, n as u64) as usize;
+                if x != y {
+                    sc = sc.at(
+                        at,
+                        Event::DropConnection(x, y, ms(rng.range_inclusive(1, 500))),
+                    );
+                }
+            }
+        }
+    }
+    sc = sc.heal(HEAL_ALL_AT);
+
+    // The checking client: every key read, then written, one after the other.
+    let live: Vec<usize> = (1..=n).filter(|i| !dead.contains(i)).collect();
+    let contact = live[rng.below(live.len() as u64) as usize];
+    let mut check_ops = Vec::new();
+    for k in &keys {
+        check_ops.push(KvOp::Get { key: k.clone() });
+        check_ops.push(KvOp::Put {
+            key: k.clone(),
+            value: format!("final-{k}"),
+        });
+        check_ops.push(KvOp::Get { key: k.clone() });
+    }
+    sc.client(
+        CHECK_AT,
+        CHECKER_CLIENT,
+        contact,
+        vec![Plan::Sequence(check_ops)],
+    )
+    .end_when_done(secs(60))
+}
+
+/// Whether crashing `dead` leaves a majority alive in every replication group.
+fn minority_everywhere(table: Option<&LookupTable>, dead: &[usize]) -> bool {
+    let Some(t) = table else { return false };
+    let dead: Vec<_> = dead.iter().map(|i| node_addr(*i)).collect();
+    t.groups.iter().all(|g| {
+        let down = g.iter().filter(|n| dead.contains(n)).count();
+        2 * down < g.len()
+    })
+}
+
+/// Everything wrong with a run of a random schedule (empty: it passed).
+pub fn check(o: &Outcome) -> Vec<String> {
+    let mut f = o.failures();
+    if !o.all_done {
+        let open = o.ops.iter().filter(|x| x.ret.is_none()).count();
+        f.push(format!(
+            "{open} operations never finished (run ended at {:?})",
+            o.end_time
+        ));
+    }
+    for op in o.client_ops(CHECKER_CLIENT) {
+        if !op.succeeded() {
+            f.push(format!(
+                "after every fault healed, an operation did not complete: {:?} -> {:?}",
+                op.op, op.result
+            ));
+        }
+    }
+    f
+}
+
+/// Runs the schedule of `seed` (printing the event trace if `trace`).
+pub fn run(seed: u64, trace: bool) -> Outcome {
+    scenario(seed).trace(trace).run()
+}

@@ -155,7 +155,9 @@ impl Actor for SimNetwork {
         match msg {
             EndpointMsg::Deliver { src, ser_id, bytes } => {
                 match kv_wire::decode_slice(ser_id, &bytes) {
-                    Ok(m) => self.net_port.trigger(NetIndication::Deliver { src, msg: m }),
+                    Ok(m) => self
+                        .net_port
+                        .trigger(NetIndication::Deliver { src, msg: m }),
                     Err(e) => {
                         self.decode_errors += 1;
                         error!(self.ctx.log(), "simulated frame failed to decode";

@@ -207,10 +207,12 @@ pub fn client_messages() -> Vec<ClientMessage> {
         ClientMessage::ConnectAck {
             entry: v4(1),
             nodes: vec![v4(1), v4(2), v6(3)],
+            partitions: 2,
         },
         ClientMessage::ConnectAck {
             entry: v6(1),
             nodes: vec![],
+            partitions: 0,
         },
         ClientMessage::Response {
             client: 0x5e55_5101,

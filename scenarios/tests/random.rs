@@ -1,0 +1,67 @@
+//! Random fault schedules: crashes of a minority per group, partitions that heal,
+//! dropped connections, delays, many concurrent clients, one or two partitions.
+//!
+//! The number of seeds comes from `KV_SIM_SEEDS` (default 200 in release builds, 20
+//! in debug builds); the first seed from `KV_SIM_FIRST_SEED` (default 0). CI runs
+//! `KV_SIM_SEEDS=200 cargo test --release -p scenarios --test random`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use scenarios::scenarios::random;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+#[test]
+fn random_fault_schedules_stay_linearizable_and_live() {
+    let default = if cfg!(debug_assertions) { 20 } else { 200 };
+    let count = env_u64("KV_SIM_SEEDS", default);
+    let first = env_u64("KV_SIM_FIRST_SEED", 0);
+    let next = AtomicU64::new(first);
+    let failures = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= first + count {
+                        break;
+                    }
+                    let problems = random::check(&random::run(seed, false));
+                    if !problems.is_empty() {
+                        failures
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((seed, problems));
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    failures.sort_by_key(|(s, _)| *s);
+    let report: Vec<String> = failures
+        .iter()
+        .map(|(seed, p)| {
+            format!(
+                "seed {seed}:\n  {}\n  replay: cargo run --release -p scenarios --bin simulate -- --seed {seed} --trace",
+                p.join("\n  ")
+            )
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed:\n{}",
+        failures.len(),
+        report.join("\n")
+    );
+}
