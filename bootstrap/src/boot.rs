@@ -59,7 +59,15 @@ pub struct Bootstrap {
     s: BootSettings,
     role: Role,
     ticker: Ticker,
+    /// Check-ins sent without an answer (joining role), to warn once when the
+    /// server stays silent.
+    unanswered: u32,
 }
+
+/// Unanswered check-ins after which a joining node warns once that the server may
+/// still wait for nodes, be down, or be of another cluster (whose links drop our
+/// frames without a reply, so no `Rejected` can reach us).
+const SILENT_SERVER_WARNING: u32 = 10;
 
 impl Bootstrap {
     /// A bootstrap component in the server or the joining role, by address.
@@ -79,6 +87,7 @@ impl Bootstrap {
             ticker: Ticker::new(s.keep_alive_period),
             s,
             role,
+            unanswered: 0,
         }
     }
 
@@ -254,6 +263,11 @@ impl Require<PerfectLink> for Bootstrap {
 impl Require<Timer> for Bootstrap {
     fn handle(&mut self, t: Timeout) -> HandlerResult {
         if self.ticker.is_mine(&t) && matches!(self.role, Role::Joining) {
+            self.unanswered += 1;
+            if self.unanswered == SILENT_SERVER_WARNING {
+                warn!(self.ctx.log(), "no lookup table yet: the bootstrap server may still wait for nodes, be down, or belong to another cluster (whose nodes drop our messages unanswered)";
+                    "server" => %self.s.server, "check_ins" => self.unanswered, "cluster" => &self.s.cluster);
+            }
             self.check_in();
         }
         Handled::OK

@@ -7,3 +7,4 @@ pub mod boot;
 pub mod config;
 pub mod logging;
 pub mod node;
+pub mod status;

@@ -12,7 +12,11 @@
 //!       Ble ─────────── PerfectLink, Timer
 //!       SequencePaxos ─ PerfectLink, Ble, Timer
 //!       KvReplica ───── SequencePaxos, Overlay (Routing), Timer
+//! Status ─────────── Network (answers `kvstore status`; reads the others)
 //! ```
+//!
+//! Every component counts into one shared [`Metrics`]; when `metrics-address` is
+//! set, a [`MetricsServer`] thread serves them in the Prometheus text format.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +26,7 @@ use kv_components::ble::{BleComp, BleSettings};
 use kv_components::connect::{Connector, connect_to, connector};
 use kv_components::epfd::{EpfdComp, EpfdSettings};
 use kv_components::kv_replica::{KvReplica, KvReplicaSettings};
+use kv_components::metrics::{Metrics, MetricsServer};
 use kv_components::overlay::{Overlay, OverlaySettings};
 use kv_components::perfect_link::{PerfectLinkComp, PerfectLinkConfig};
 use kv_components::sequence_paxos::{PaxosSettings as PaxosCompSettings, SequencePaxosComp};
@@ -33,6 +38,7 @@ use kv_ports::{
 
 use crate::boot::{BootSettings, Bootstrap};
 use crate::config::NodeConfig;
+use crate::status::{StatusComp, StatusSource};
 
 /// The components of one hosted partition.
 pub struct PartitionReplica {
@@ -68,6 +74,7 @@ pub struct NodeHost {
     link: Connector<PerfectLink>,
     routing: Connector<Routing>,
     hosted: Arc<Mutex<Hosted>>,
+    metrics: Arc<Metrics>,
 }
 
 impl NodeHost {
@@ -77,6 +84,7 @@ impl NodeHost {
         link: Connector<PerfectLink>,
         routing: Connector<Routing>,
         hosted: Arc<Mutex<Hosted>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         NodeHost {
             ctx: ComponentContext::uninitialised(),
@@ -87,6 +95,7 @@ impl NodeHost {
             link,
             routing,
             hosted,
+            metrics,
         }
     }
 
@@ -116,6 +125,7 @@ impl NodeHost {
                 max_log_entries: ps.max_log_entries,
                 max_pending: ps.max_pending,
             })
+            .with_metrics(self.metrics.partition(p))
         });
         let limits = &self.cfg.limits;
         let replica = sys.create(|| {
@@ -130,6 +140,7 @@ impl NodeHost {
                 max_sessions: limits.max_clients,
                 tick_period: Duration::from_millis(100),
             })
+            .with_metrics(self.metrics.clone())
         });
         connect_to(&self.link, &ble);
         connect_to(&self.timer, &ble);
@@ -214,6 +225,14 @@ pub struct Node {
     pub host: Arc<Component<NodeHost>>,
     /// What the host built.
     pub hosted: Arc<Mutex<Hosted>>,
+    /// Answers `kvstore status`.
+    pub status: Arc<Component<StatusComp>>,
+    /// Reads the node's state on demand (what `status` answers with).
+    pub status_source: StatusSource,
+    /// The node's counters.
+    pub metrics: Arc<Metrics>,
+    /// The metrics endpoint, when `metrics-address` is set and could be bound.
+    pub metrics_server: Option<MetricsServer>,
 }
 
 impl Node {
@@ -228,6 +247,7 @@ impl Node {
         incarnation: u64,
     ) -> Node {
         let me = cfg.address;
+        let metrics = Metrics::new();
         let link = system.create(|| {
             PerfectLinkComp::new(PerfectLinkConfig {
                 me,
@@ -250,6 +270,7 @@ impl Node {
                 initial_delay: cfg.failure_detector.initial_delay,
                 delay_increment: cfg.failure_detector.delay_increment,
             })
+            .with_metrics(metrics.clone())
         });
         connect_to(&link_conn, &epfd);
         connect_to(&timer, &epfd);
@@ -276,6 +297,7 @@ impl Node {
                 max_value_bytes: cfg.limits.max_value_bytes,
                 boot_threshold: cfg.boot_threshold,
             })
+            .with_metrics(metrics.clone())
         });
         connect_to(&net, &overlay);
         connect_to(&link_conn, &overlay);
@@ -292,16 +314,53 @@ impl Node {
                 link_conn.clone(),
                 connector::<Routing, _>(&overlay),
                 hosted.clone(),
+                metrics.clone(),
             )
         });
         biconnect_components::<Bootstrapping, _, _>(&boot, &host).expect("connect boot → host");
         biconnect_components::<EventuallyPerfectFailureDetector, _, _>(&epfd, &host)
             .expect("connect epfd → host");
 
+        let status_source = StatusSource::new(
+            me,
+            cfg.cluster_name.clone(),
+            epfd.clone(),
+            link.clone(),
+            hosted.clone(),
+        );
+        let status = system.create(|| StatusComp::new(status_source.clone()));
+        connect_to(&net, &status);
+
+        let log = system.logger().clone();
+        info!(log, "node starting";
+            "bootstrap_server" => %cfg.bootstrap_address, "boot_threshold" => cfg.boot_threshold,
+            "metrics" => cfg.metrics_address.map_or_else(|| "off".to_string(), |a| a.to_string()));
+        let metrics_server = cfg.metrics_address.and_then(|addr| {
+            let source = status_source.clone();
+            let err_log = log.clone();
+            match MetricsServer::start(
+                addr,
+                metrics.clone(),
+                Box::new(move || source.gauges()),
+                Box::new(move |e| debug!(err_log, "metrics request failed"; "error" => %e)),
+            ) {
+                Ok(s) => {
+                    info!(log, "serving metrics"; "address" => %s.address());
+                    Some(s)
+                }
+                Err(e) => {
+                    error!(log, "cannot serve metrics, continuing without them";
+                        "address" => %addr, "error" => %e);
+                    None
+                }
+            }
+        });
+
         system.start(&link);
         system.start(&epfd);
         system.start(&overlay);
         system.start(&host);
+        system.start(&status);
         system.start(&boot);
         Node {
             cfg,
@@ -311,6 +370,10 @@ impl Node {
             overlay,
             host,
             hosted,
+            status,
+            status_source,
+            metrics,
+            metrics_server,
         }
     }
 }

@@ -45,6 +45,15 @@ pub struct ClientSettings {
 /// `(session, tag, outcome)`.
 pub type Completion = (ClientId, u64, Result<KvResult, KvError>);
 
+/// Counters of a client component, read with [`ClientCommand::Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// `Busy` refusals received for current operations, over all sessions. Each one
+    /// made its session back off (with jitter) and send the operation again, so a
+    /// caller never sees them as errors.
+    pub busy: u64,
+}
+
 /// Requests to the client component from outside its ports.
 #[derive(Debug)]
 pub enum ClientCommand {
@@ -67,6 +76,8 @@ pub enum ClientCommand {
         /// Where the completion goes.
         done: Sender<Completion>,
     },
+    /// Fulfil the promise with the component's counters.
+    Stats(KPromise<ClientStats>),
 }
 
 #[derive(Debug)]
@@ -133,6 +144,7 @@ pub struct ClientComp {
     /// proposes and answers. Requests go there first.
     hints: BTreeMap<u32, NodeId>,
     rng: SplitMix64,
+    stats: ClientStats,
 }
 
 impl ClientComp {
@@ -158,6 +170,7 @@ impl ClientComp {
             partitions: 0,
             hints: BTreeMap::new(),
             rng: SplitMix64::new(s.client_id),
+            stats: ClientStats::default(),
             s,
         }
     }
@@ -422,6 +435,9 @@ impl ClientComp {
                 }
                 match reason {
                     Refusal::Busy | Refusal::NotReady(_) => {
+                        if matches!(reason, Refusal::Busy) {
+                            self.stats.busy += 1;
+                        }
                         // Back off with jitter: 10 ms doubling up to 640 ms.
                         let jitter = self.rng.range_inclusive(0, 10);
                         let now = self.now;
@@ -524,6 +540,9 @@ impl Actor for ClientComp {
                 op,
                 done,
             } => self.submit(session, op, Reply::Channel(tag, done)),
+            ClientCommand::Stats(p) => {
+                let _ = p.fulfil(self.stats);
+            }
         }
         Handled::OK
     }

@@ -26,7 +26,9 @@ use kv_components::connect::connect_to;
 use kv_components::runtime::Runtime;
 use kv_ports::{KvError, KvOp, KvResult, NodeId};
 
-pub use component::{ClientCommand, ClientComp, ClientSettings, Completion, fmt_duration};
+pub use component::{
+    ClientCommand, ClientComp, ClientSettings, ClientStats, Completion, fmt_duration,
+};
 
 /// What can go wrong with an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

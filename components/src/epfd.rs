@@ -1,6 +1,7 @@
 //! The `Epfd` component: the eventually perfect failure detector of a node, an
 //! adapter around [`kv_protocols::epfd::Epfd`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kompact::prelude::*;
@@ -10,6 +11,7 @@ use kv_ports::{
 };
 use kv_protocols::epfd::{Epfd, EpfdConfig, EpfdEvent, EpfdMsg};
 
+use crate::metrics::{Metrics, inc};
 use crate::ticker::{Ticker, ticks};
 
 /// Settings of the failure detector.
@@ -36,6 +38,7 @@ pub struct EpfdComp {
     ticker: Ticker,
     out: Vec<(NodeId, EpfdMsg)>,
     events: Vec<EpfdEvent>,
+    metrics: Arc<Metrics>,
 }
 
 impl EpfdComp {
@@ -56,7 +59,14 @@ impl EpfdComp {
             ticker: Ticker::new(s.tick_period),
             out: Vec::new(),
             events: Vec::new(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts suspicions and restores into `m`.
+    pub fn with_metrics(mut self, m: Arc<Metrics>) -> Self {
+        self.metrics = m;
+        self
     }
 
     /// Nodes currently suspected (sorted).
@@ -76,10 +86,12 @@ impl EpfdComp {
         for e in self.events.drain(..) {
             match e {
                 EpfdEvent::Suspect(n) => {
+                    inc(&self.metrics.suspicions);
                     warn!(self.ctx.log(), "node suspected"; "peer" => %n, "delay_ticks" => self.core.delay_ticks());
                     self.epfd_port.trigger(EpfdIndication::Suspect(n));
                 }
                 EpfdEvent::Restore(n) => {
+                    inc(&self.metrics.restores);
                     info!(self.ctx.log(), "node restored"; "peer" => %n, "delay_ticks" => self.core.delay_ticks());
                     self.epfd_port.trigger(EpfdIndication::Restore(n));
                 }

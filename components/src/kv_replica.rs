@@ -9,7 +9,8 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kompact::prelude::*;
 use kv_ports::{
@@ -18,6 +19,7 @@ use kv_ports::{
 };
 use kv_protocols::kv::{Applied, KvState};
 
+use crate::metrics::{Metrics, OpKind, Outcome, PartitionMetrics, inc};
 use crate::ticker::Ticker;
 
 /// Settings of one replica.
@@ -110,13 +112,16 @@ pub struct KvReplica {
     /// `Decided` this replica expects.
     applied: u64,
     last_snapshot: u64,
-    /// Own proposals not yet decided: (client, seq) → the clock when proposed.
-    inflight: BTreeMap<(u64, u64), u64>,
+    /// Own proposals not yet decided: (client, seq) → the clock when proposed, and
+    /// the wall-clock instant (for the latency histogram only).
+    inflight: BTreeMap<(u64, u64), (u64, Instant)>,
     ticker: Ticker,
     /// Milliseconds since this replica started (ticks × period): the stamp clock.
     now_ms: u64,
     /// A deliberately planted bug (simulation only; `None` in production).
     planted_bug: Option<PlantedBug>,
+    metrics: Arc<Metrics>,
+    partition_metrics: Arc<PartitionMetrics>,
 }
 
 impl KvReplica {
@@ -134,8 +139,30 @@ impl KvReplica {
             ticker: Ticker::new(s.tick_period),
             now_ms: 0,
             planted_bug: PLANTED_BUG.with(Cell::get),
+            metrics: Arc::default(),
+            partition_metrics: Arc::default(),
             s,
         }
+    }
+
+    /// Counts answers, latencies and snapshots into `m`.
+    pub fn with_metrics(mut self, m: Arc<Metrics>) -> Self {
+        self.partition_metrics = m.partition(self.s.partition);
+        self.metrics = m;
+        self
+    }
+
+    fn refuse(&mut self, to: NodeId, req: &kv_ports::ClientRequest, reason: Refusal) {
+        self.metrics
+            .count_op(OpKind::of(&req.op), Outcome::of_refusal(&reason));
+        self.send_client(
+            to,
+            ClientMessage::Refused {
+                client: req.client,
+                seq: req.seq,
+                reason,
+            },
+        );
     }
 
     fn send_client(&mut self, to: NodeId, msg: ClientMessage) {
@@ -145,14 +172,10 @@ impl KvReplica {
     fn on_routed(&mut self, r: Routed) {
         let req = r.request;
         if let Err(reason) = check_limits(&req.op, self.s.max_key_bytes, self.s.max_value_bytes) {
-            self.send_client(
-                r.reply_to,
-                ClientMessage::Refused {
-                    client: req.client,
-                    seq: req.seq,
-                    reason,
-                },
-            );
+            info!(self.ctx.log(), "request refused";
+                "partition" => self.s.partition, "client" => %r.reply_to, "seq" => req.seq,
+                "reason" => %reason);
+            self.refuse(r.reply_to, &req, reason);
             return;
         }
         if self.planted_bug == Some(PlantedBug::LocalRead)
@@ -173,19 +196,14 @@ impl KvReplica {
         }
         let key = (req.client, req.seq);
         if !self.inflight.contains_key(&key) && self.inflight.len() >= self.s.max_inflight {
+            // Debug only: under overload these come by the thousand; the metric
+            // kvstore_operations_total{outcome="busy"} counts them.
             debug!(self.ctx.log(), "refusing request: too many in flight";
                 "partition" => self.s.partition, "inflight" => self.inflight.len());
-            self.send_client(
-                r.reply_to,
-                ClientMessage::Refused {
-                    client: req.client,
-                    seq: req.seq,
-                    reason: Refusal::Busy,
-                },
-            );
+            self.refuse(r.reply_to, &req, Refusal::Busy);
             return;
         }
-        self.inflight.insert(key, self.now_ms);
+        self.inflight.insert(key, (self.now_ms, Instant::now()));
         self.sc_port.trigger(ScRequest::Propose(KvCommand {
             client: req.client,
             seq: req.seq,
@@ -207,9 +225,14 @@ impl KvReplica {
         let applied = self.state.apply(&cmd);
         self.applied = idx + 1;
         if cmd.origin == self.s.me {
-            self.inflight.remove(&(cmd.client, cmd.seq));
+            let started = self.inflight.remove(&(cmd.client, cmd.seq));
             match applied {
                 Applied::Executed(result) | Applied::Duplicate(result) => {
+                    let op = OpKind::of(&cmd.op);
+                    self.metrics.count_op(op, Outcome::of_result(&result));
+                    if let Some((_, at)) = started {
+                        self.metrics.observe_latency(op, at.elapsed());
+                    }
                     self.send_client(
                         cmd.reply_to,
                         ClientMessage::Response {
@@ -224,6 +247,8 @@ impl KvReplica {
         }
         if self.applied - self.last_snapshot >= self.s.snapshot_interval.max(1) {
             self.last_snapshot = self.applied;
+            inc(&self.partition_metrics.snapshots_taken);
+            debug!(self.ctx.log(), "snapshot taken"; "partition" => self.s.partition, "idx" => self.applied);
             self.sc_port.trigger(ScRequest::Snapshot(Snapshot {
                 idx: self.applied,
                 data: self.state.encode_snapshot(),
@@ -246,6 +271,7 @@ impl KvReplica {
                 self.state = state;
                 self.applied = s.idx;
                 self.last_snapshot = s.idx;
+                inc(&self.partition_metrics.snapshots_installed);
             }
             Err(e) => {
                 error!(self.ctx.log(), "snapshot rejected"; "partition" => self.s.partition, "error" => %e);
@@ -261,6 +287,16 @@ impl KvReplica {
     /// Entries applied on this replica.
     pub fn applied(&self) -> u64 {
         self.applied
+    }
+
+    /// Keys stored on this replica.
+    pub fn keys(&self) -> u64 {
+        self.state.len() as u64
+    }
+
+    /// This replica's proposals waiting for a decision.
+    pub fn inflight(&self) -> u64 {
+        self.inflight.len() as u64
     }
 }
 
@@ -314,7 +350,7 @@ impl Require<Timer> for KvReplica {
             // A proposal whose decision never came (forwarded to a leader that then
             // crashed) is forgotten after a while; the client has retried by then.
             let horizon = self.now_ms.saturating_sub(30_000);
-            self.inflight.retain(|_, t| *t >= horizon);
+            self.inflight.retain(|_, (t, _)| *t >= horizon);
         }
         Handled::OK
     }

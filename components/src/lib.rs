@@ -9,6 +9,7 @@ pub mod ble;
 pub mod connect;
 pub mod epfd;
 pub mod kv_replica;
+pub mod metrics;
 pub mod network;
 pub mod overlay;
 pub mod perfect_link;

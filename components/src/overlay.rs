@@ -19,6 +19,7 @@ use kv_ports::{
 use kv_protocols::rng::SplitMix64;
 
 use crate::kv_replica::check_limits;
+use crate::metrics::{Metrics, OpKind, Outcome};
 
 /// Settings of the overlay.
 #[derive(Clone, Debug)]
@@ -55,6 +56,7 @@ pub struct Overlay {
     rng: SplitMix64,
     /// Requests refused at the edge, by reason (for logs and metrics).
     pub refused: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Overlay {
@@ -76,7 +78,24 @@ impl Overlay {
             leaders: BTreeMap::new(),
             rng: SplitMix64::new(seed),
             refused: 0,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts the requests refused here into `m`.
+    pub fn with_metrics(mut self, m: Arc<Metrics>) -> Self {
+        self.metrics = m;
+        self
+    }
+
+    /// Refuses an operation: counted, and logged at info (these are about the
+    /// request or the cluster's state, not load, so they stay rare).
+    fn refuse_request(&mut self, src: NodeId, req: &ClientRequest, reason: Refusal) {
+        self.metrics
+            .count_op(OpKind::of(&req.op), Outcome::of_refusal(&reason));
+        info!(self.ctx.log(), "request refused";
+            "client" => %src, "seq" => req.seq, "reason" => %reason);
+        self.refuse(src, req.client, req.seq, reason);
     }
 
     fn reply(&mut self, to: NodeId, msg: ClientMessage) {
@@ -117,6 +136,7 @@ impl Overlay {
                         "this node belongs to cluster {:?}, not {:?}",
                         self.s.cluster, cluster
                     ));
+                    info!(self.ctx.log(), "connect refused"; "client" => %src, "reason" => %reason);
                     self.refuse(src, 0, 0, reason);
                     return;
                 }
@@ -154,12 +174,12 @@ impl Overlay {
 
     fn on_request(&mut self, src: NodeId, req: ClientRequest) {
         if let Err(reason) = check_limits(&req.op, self.s.max_key_bytes, self.s.max_value_bytes) {
-            self.refuse(src, req.client, req.seq, reason);
+            self.refuse_request(src, &req, reason);
             return;
         }
         let Some(table) = self.table.clone() else {
             let r = self.not_ready();
-            self.refuse(src, req.client, req.seq, r);
+            self.refuse_request(src, &req, r);
             return;
         };
         let partition = table.partition_for_key(req.op.key());

@@ -121,6 +121,11 @@ impl PerfectLinkComp {
         }
     }
 
+    /// Payloads sent to `peer` and not acknowledged yet (retransmission queue).
+    pub fn unacked(&self, peer: NodeId) -> usize {
+        self.core.unacked(peer)
+    }
+
     fn on_frame(&mut self, src: NodeId, f: LinkFrame) {
         if f.cluster != self.cfg.cluster {
             if self.foreign_logged.insert(src) {

@@ -1,5 +1,5 @@
-//! A Kompact system with the real providers: kompact-net on a TCP address and
-//! Kompact's timers. Nodes (`kvstore start`, `kvstore demo`) and clients both run on
+//! A Kompact system with the real providers: kompact-net on a TCP address and a
+//! wall-clock timer thread. Nodes (`kvstore start`, `kvstore demo`) and clients both run on
 //! one of these.
 
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use kv_ports::{Network, Timer};
 
 use crate::connect::{Connector, connector};
 use crate::network::{NETWORK_ALIAS, TcpNetwork};
-use crate::timer::KompactTimer;
+use crate::timer::WallTimer;
 
 /// A running Kompact system with a network and a timer provider.
 pub struct Runtime {
@@ -22,7 +22,7 @@ pub struct Runtime {
     /// The network provider, registered as [`NETWORK_ALIAS`].
     pub network: Arc<Component<TcpNetwork>>,
     /// The timer provider.
-    pub timer: Arc<Component<KompactTimer>>,
+    pub timer: Arc<Component<WallTimer>>,
     /// The address the system listens on (the bound port when 0 was asked for).
     pub address: SocketAddr,
 }
@@ -47,7 +47,7 @@ impl Runtime {
         let address = system.system_path().socket_address();
         let network = system.create(TcpNetwork::new);
         network.on_definition(|c| system.connect_network_status_port(&mut c.status_port));
-        let timer = system.create(KompactTimer::new);
+        let timer = system.create(WallTimer::new);
         system
             .register_by_alias(&network, NETWORK_ALIAS)
             .wait_timeout(Duration::from_secs(10))

@@ -1,16 +1,19 @@
 //! The `SequencePaxos` component: the replicated log of one partition, an adapter
 //! around [`kv_protocols::sequence_paxos::SequencePaxos`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kompact::prelude::*;
 use kv_ports::{
     BallotLeaderElection, KvCommand, Leader, NodeId, PartitionId, PerfectLink, PlIndication,
-    PlPayload, PlRequest, ScIndication, ScRequest, SequenceConsensus, Timeout, Timer,
+    PlPayload, PlRequest, ReplicaStatus, ScIndication, ScRequest, SequenceConsensus, Timeout,
+    Timer,
 };
 use kv_protocols::sequence_paxos::messages::PaxosMsg;
 use kv_protocols::sequence_paxos::{PaxosConfig, PaxosEvent, SequencePaxos};
 
+use crate::metrics::{PartitionMetrics, inc};
 use crate::ticker::{Ticker, ticks};
 
 /// Settings of one Sequence Paxos replica.
@@ -52,6 +55,10 @@ pub struct SequencePaxosComp {
     out: Vec<(NodeId, PaxosMsg<KvCommand>)>,
     events: Vec<PaxosEvent<KvCommand>>,
     leader: Option<kv_ports::Ballot>,
+    /// The last leader ballot this replica followed (never reset to `None`, so a
+    /// leader that is briefly unknown and then confirmed is not counted twice).
+    followed: Option<kv_ports::Ballot>,
+    metrics: Arc<PartitionMetrics>,
 }
 
 impl SequencePaxosComp {
@@ -79,11 +86,61 @@ impl SequencePaxosComp {
             out: Vec::new(),
             events: Vec::new(),
             leader: None,
+            followed: None,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Counts proposals, batches, leader changes and snapshots sent into `m`.
+    pub fn with_metrics(mut self, m: Arc<PartitionMetrics>) -> Self {
+        self.metrics = m;
+        self
+    }
+
+    /// This replica's log and leadership, for `kvstore status` and the metrics
+    /// (the state-machine fields are left at zero).
+    pub fn status(&self) -> ReplicaStatus {
+        let promised = self.core.promised();
+        ReplicaStatus {
+            partition: self.partition,
+            leader: self.core.leader(),
+            is_leader: self.core.is_leader(),
+            promised: (promised.n > 0).then_some(promised),
+            decided_idx: self.core.decided_idx(),
+            log_len: self.core.log_len(),
+            first_retained_idx: self.core.first_retained_idx(),
+            pending: self.core.pending_len() as u64,
+            ..ReplicaStatus::default()
+        }
+    }
+
+    /// Counts (and, for snapshots, logs) an outgoing message.
+    fn count_sent(&self, dst: NodeId, msg: &PaxosMsg<KvCommand>) {
+        let snapshot = match msg {
+            PaxosMsg::AcceptDecide(a) => {
+                inc(&self.metrics.accept_batches);
+                self.metrics
+                    .accept_entries
+                    .fetch_add(a.entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
+            PaxosMsg::AcceptSync(a) => a.snapshot.as_ref(),
+            PaxosMsg::Promise(p) => p.snapshot.as_ref(),
+            _ => None,
+        };
+        if let Some(snap) = snapshot {
+            inc(&self.metrics.snapshots_sent);
+            info!(self.ctx.log(), "snapshot sent";
+                "partition" => self.partition, "to" => %dst, "idx" => snap.idx,
+                "bytes" => snap.data.len());
         }
     }
 
     fn flush(&mut self) {
         self.core.take_outgoing(&mut self.out);
+        for (dst, msg) in &self.out {
+            self.count_sent(*dst, msg);
+        }
         for (dst, msg) in self.out.drain(..) {
             self.pl_port.trigger(PlRequest::Send {
                 dst,
@@ -97,7 +154,10 @@ impl SequencePaxosComp {
         for e in self.events.drain(..) {
             let ind = match e {
                 PaxosEvent::Decided { idx, entry } => ScIndication::Decided { idx, cmd: entry },
-                PaxosEvent::Dropped(cmd) => ScIndication::Dropped(cmd),
+                PaxosEvent::Dropped(cmd) => {
+                    inc(&self.metrics.proposals_dropped);
+                    ScIndication::Dropped(cmd)
+                }
                 PaxosEvent::InstallSnapshot(s) => {
                     info!(self.ctx.log(), "installing snapshot";
                         "partition" => self.partition, "idx" => s.idx, "bytes" => s.data.len());
@@ -108,6 +168,14 @@ impl SequencePaxosComp {
         }
         let leader = self.core.leader();
         if leader != self.leader {
+            if let Some(b) = leader
+                && Some(b) != self.followed
+            {
+                self.followed = Some(b);
+                // Logged by Ble ("leader elected"); counted here, where the log
+                // actually follows it.
+                inc(&self.metrics.leader_changes);
+            }
             self.leader = leader;
             self.sc_port.trigger(ScIndication::LeaderChanged(leader));
         }
@@ -129,7 +197,10 @@ impl ComponentLifecycle for SequencePaxosComp {
 impl Provide<SequenceConsensus> for SequencePaxosComp {
     fn handle(&mut self, req: ScRequest) -> HandlerResult {
         match req {
-            ScRequest::Propose(cmd) => self.core.propose(cmd),
+            ScRequest::Propose(cmd) => {
+                inc(&self.metrics.proposals);
+                self.core.propose(cmd);
+            }
             ScRequest::Snapshot(s) => self.core.set_snapshot(s),
         }
         self.flush();

@@ -106,6 +106,9 @@ pub struct BenchReport {
     pub errors: u64,
     /// Operations without answer by the deadline.
     pub timeouts: u64,
+    /// `Busy` refusals the client backed off on and retried (whole run, warm-up
+    /// included); they are not errors, the operation went on.
+    pub busy: u64,
 }
 
 impl BenchReport {
@@ -121,6 +124,7 @@ impl BenchReport {
             "p999_us": self.p999_us,
             "errors": self.errors,
             "timeouts": self.timeouts,
+            "busy": self.busy,
         })
         .to_string()
     }
@@ -364,6 +368,12 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
         cfg.duration
     };
     let secs = measured.as_secs_f64().max(1e-9);
+    let busy = comp
+        .actor_ref()
+        .ask_with(ClientCommand::Stats)
+        .wait_timeout(Duration::from_secs(5))
+        .map(|s| s.busy)
+        .unwrap_or(0);
     system.shutdown();
     Ok(BenchReport {
         clients: cfg.clients,
@@ -375,6 +385,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
         p999_us: hist.value_at_quantile(0.999),
         errors,
         timeouts,
+        busy,
     })
 }
 

@@ -1,8 +1,8 @@
 //! `kvstore`: run a kompact-kv node, a local demo cluster, or talk to a cluster.
 
 mod bench;
-mod console;
 mod gaps;
+mod status;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use kv_client::{Client, ClientOptions, Error};
 use kv_components::runtime::Runtime;
 use kv_ports::KvOp;
 
-use console::{Command, Outcome};
+use kvstore::console::{self, Command, Outcome};
 
 /// Exit code for usage and configuration errors.
 const EXIT_USAGE: u8 = 2;
@@ -149,6 +149,8 @@ enum Cmd {
     },
     /// Per partition, the longest time without a successful operation in a history.
     HistoryGaps(gaps::Args),
+    /// The cluster as its nodes see it: partitions, leaders, logs, suspicions.
+    Status(status::Args),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -208,6 +210,7 @@ fn main() -> ExitCode {
         } => one_shot(&endpoint, KvOp::Cas { key, expected, new }, verbose),
         Cmd::CheckHistory { file } => check_history(&file),
         Cmd::HistoryGaps(args) => gaps::run(&args),
+        Cmd::Status(args) => status::run(&args),
         Cmd::Bench {
             endpoint,
             clients,
@@ -290,7 +293,7 @@ fn start(path: &std::path::Path, level: slog::Level) -> ExitCode {
 
 fn start_node(cfg: NodeConfig, level: slog::Level) -> Result<(Runtime, Node), String> {
     let logger = logging::kompact_logger(level, &cfg.address.to_string());
-    let rt = Runtime::start(cfg.address, 2, Some(logger))?;
+    let rt = Runtime::start(cfg.address, 1, Some(logger))?;
     let incarnation = kv_client::random_client_id();
     let node = Node::start(&rt.system, cfg, rt.timer(), rt.net(), incarnation);
     Ok((rt, node))

@@ -5,7 +5,8 @@
 //! Every node runs at `--log-level info` with its log in a file under `target/tmp/`
 //! (kept, and its path printed, when a test fails). Waits poll a condition (a log
 //! line, a command's result) every 20 ms up to a 30 s cap. Every child process is
-//! killed by a drop guard.
+//! killed by a drop guard. Tests that run a cluster take turns (`cluster_slot`), so a
+//! 2-core machine never hosts two clusters at once.
 //!
 //! Availability checks right after a kill run with `--timeout 10s`: the first
 //! operation after the leader dies waits for the failure detector and a new election
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Cluster, Run, WAIT, free_port, run, run_with_input, wait_until};
+use common::{Cluster, Run, WAIT, cluster_slot, free_port, run, run_with_input, wait_until};
 use kv_protocols::partition::{LookupTable, key_hash, partition_of};
 
 /// Client deadline for operations that must succeed.
@@ -586,6 +587,7 @@ fn six_nodes_two_partitions_are_independent() {
 /// Issue 5: the piped demo session of the issue prints exactly the expected lines.
 #[test]
 fn demo_piped_session_prints_the_expected_lines() {
+    let _slot = cluster_slot();
     let r = run_with_input(
         &["demo"],
         "put a 1\nget a\ncas a 1 2\ncas a 1 3\nget missing\n",
@@ -604,6 +606,7 @@ fn demo_piped_session_prints_the_expected_lines() {
 /// Issue 5: `kvstore demo --nodes 6 --partitions 2` serves keys of both partitions.
 #[test]
 fn demo_with_six_nodes_and_two_partitions() {
+    let _slot = cluster_slot();
     let keys = keys_per_partition(2);
     let (k0, k1) = (&keys[0], &keys[1]);
     let input = format!(

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
 use kv_protocols::epfd::EpfdMsg;
 use kv_protocols::kv::{ClientId, KvCommand, KvOp, KvResult};
@@ -17,6 +18,8 @@ pub enum NetMessage {
     Link(LinkFrame),
     /// A client talking to a node, or a node answering a client.
     Client(ClientMessage),
+    /// An operator's tool asking a node for its view of the cluster, or the answer.
+    Status(StatusMessage),
 }
 
 /// A PerfectLink frame: a run of sequenced payloads and/or an acknowledgement.
@@ -165,6 +168,72 @@ pub enum ClientMessage {
         /// Why.
         reason: Refusal,
     },
+}
+
+/// Status queries: an operator's tool (`kvstore status`) asks any node for its own
+/// view of the cluster. They are answered by every node, booted or not, and change
+/// nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusMessage {
+    /// Tool → node: "describe yourself".
+    Request(StatusRequest),
+    /// Node → tool: the node's view.
+    Reply(Box<NodeStatus>),
+}
+
+/// A status query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusRequest {
+    /// Chosen by the asker and echoed in the reply, to match the two.
+    pub nonce: u64,
+}
+
+/// One node's view of itself and of the cluster, as of the moment it answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The request's nonce.
+    pub nonce: u64,
+    /// The answering node.
+    pub node: NodeId,
+    /// Its cluster name.
+    pub cluster: String,
+    /// Milliseconds since the node started.
+    pub uptime_ms: u64,
+    /// The lookup table, once the cluster is formed (`None` while booting).
+    pub table: Option<Arc<LookupTable>>,
+    /// Why this node serves nothing, when the bootstrap server left it out.
+    pub not_in_table: Option<String>,
+    /// One entry per partition hosted here, by partition.
+    pub replicas: Vec<ReplicaStatus>,
+    /// Nodes this node's failure detector suspects (sorted).
+    pub suspected: Vec<NodeId>,
+}
+
+/// The state of one partition's replica on the answering node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The leader (and its ballot) this replica follows, itself included.
+    pub leader: Option<Ballot>,
+    /// Whether this replica leads and has finished its prepare phase.
+    pub is_leader: bool,
+    /// The highest ballot this replica promised.
+    pub promised: Option<Ballot>,
+    /// Entries `0..decided_idx` are decided.
+    pub decided_idx: u64,
+    /// Length of the log, trimmed prefix included.
+    pub log_len: u64,
+    /// Index of the first entry still held (entries before it are in the snapshot).
+    pub first_retained_idx: u64,
+    /// Entries `0..applied_idx` are applied to the state machine.
+    pub applied_idx: u64,
+    /// Keys stored in the state machine.
+    pub keys: u64,
+    /// This replica's proposals waiting for a decision.
+    pub inflight: u64,
+    /// Proposals buffered in Sequence Paxos, not yet in the log.
+    pub pending: u64,
 }
 
 /// A 64-bit fingerprint of a cluster name (FNV-1a), carried in every link frame.

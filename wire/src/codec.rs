@@ -5,7 +5,10 @@ use std::any::Any;
 use bytes::{Buf, BufMut};
 use kompact::messaging::NetData;
 use kompact::prelude::{Deserialiser, SerError, SerId, Serialisable, UnpackError};
-use kv_ports::{BootstrapMsg, ClientMessage, LinkFrame, NetMessage, PlPayload};
+use kv_ports::{
+    BootstrapMsg, ClientMessage, LinkFrame, NetMessage, NodeStatus, PlPayload, StatusMessage,
+    StatusRequest,
+};
 use kv_protocols::kv::{KvCommand, KvOp, KvResult};
 use kv_protocols::sequence_paxos::messages::PaxosMsg;
 use prost::Message;
@@ -25,6 +28,10 @@ pub fn ser_id_of(msg: &NetMessage) -> SerId {
             ClientMessage::Request(_) => ids::REQUEST,
             ClientMessage::Response { .. } => ids::RESPONSE,
             ClientMessage::Refused { .. } => ids::REFUSED,
+        },
+        NetMessage::Status(m) => match m {
+            StatusMessage::Request(_) => ids::STATUS_REQUEST,
+            StatusMessage::Reply(_) => ids::STATUS_REPLY,
         },
     }
 }
@@ -72,6 +79,10 @@ pub fn encode(msg: &NetMessage, buf: &mut impl BufMut) {
             }
             .encode_raw(buf),
         },
+        NetMessage::Status(m) => match m {
+            StatusMessage::Request(r) => pb::StatusRequest { nonce: r.nonce }.encode_raw(buf),
+            StatusMessage::Reply(s) => c::status_reply_to_pb(s).encode_raw(buf),
+        },
     }
 }
 
@@ -92,6 +103,12 @@ pub fn decode(ser_id: SerId, buf: &mut dyn Buf) -> Result<NetMessage, WireError>
         )?)),
         ids::RESPONSE => NetMessage::Client(c::response_from_pb(pb::Response::decode(buf)?)?),
         ids::REFUSED => NetMessage::Client(c::refused_from_pb(pb::Refused::decode(buf)?)?),
+        ids::STATUS_REQUEST => NetMessage::Status(StatusMessage::Request(StatusRequest {
+            nonce: pb::StatusRequest::decode(buf)?.nonce,
+        })),
+        ids::STATUS_REPLY => NetMessage::Status(StatusMessage::Reply(Box::new(
+            c::status_reply_from_pb(pb::StatusReply::decode(buf)?)?,
+        ))),
         other => return Err(WireError::UnknownId(other)),
     })
 }
@@ -184,15 +201,28 @@ fn payload_len(p: &PlPayload) -> usize {
                 LEN + match b {
                     BootstrapMsg::CheckIn { cluster } => LEN + cluster.len(),
                     BootstrapMsg::Rejected { reason } => LEN + reason.len(),
-                    BootstrapMsg::Boot(t) => {
-                        2 * U64
-                            + ADDR * t.nodes.len()
-                            + t.groups.iter().map(|g| LEN + ADDR * g.len()).sum::<usize>()
-                    }
+                    BootstrapMsg::Boot(t) => table_len(t),
                 }
             }
             PlPayload::Forward(r) => 2 * U64 + ADDR + LEN + 2 * U64 + op_len(&r.request.op),
         }
+}
+
+fn table_len(t: &kv_ports::LookupTable) -> usize {
+    2 * U64 + ADDR * t.nodes.len() + t.groups.iter().map(|g| LEN + ADDR * g.len()).sum::<usize>()
+}
+
+fn status_len(s: &NodeStatus) -> usize {
+    const BALLOT: usize = LEN + U64 + ADDR;
+    const REPLICA: usize = LEN + 2 * BALLOT + 10 * U64;
+    2 * U64
+        + ADDR
+        + LEN
+        + s.cluster.len()
+        + s.table.as_deref().map_or(0, |t| LEN + table_len(t))
+        + s.not_in_table.as_ref().map_or(0, |r| LEN + r.len())
+        + REPLICA * s.replicas.len()
+        + ADDR * s.suspected.len()
 }
 
 fn frame_len(f: &LinkFrame) -> usize {
@@ -211,6 +241,8 @@ pub fn size_hint(msg: &NetMessage) -> usize {
             ClientMessage::Response { result, .. } => U64 + result_len(result),
             ClientMessage::Refused { reason, .. } => U64 + 3 * LEN + reason.to_string().len(),
         },
+        NetMessage::Status(StatusMessage::Request(_)) => U64,
+        NetMessage::Status(StatusMessage::Reply(s)) => status_len(s),
     }
 }
 
@@ -301,6 +333,8 @@ pub fn unpack(data: NetData) -> Result<NetMessage, WireError> {
         ids::REQUEST => with!(ids::REQUEST),
         ids::RESPONSE => with!(ids::RESPONSE),
         ids::REFUSED => with!(ids::REFUSED),
+        ids::STATUS_REQUEST => with!(ids::STATUS_REQUEST),
+        ids::STATUS_REPLY => with!(ids::STATUS_REPLY),
         other => return Err(WireError::UnknownId(other)),
     };
     r.map_err(|e| from_unpack_error(id, e))

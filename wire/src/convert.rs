@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use kv_ports::{
-    BootstrapMsg, ClientMessage, ClientRequest, LinkAck, LinkFrame, PlPayload, Refusal, Routed,
+    BootstrapMsg, ClientMessage, ClientRequest, LinkAck, LinkFrame, NodeStatus, PlPayload, Refusal,
+    ReplicaStatus, Routed,
 };
 use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
@@ -565,5 +566,66 @@ pub(crate) fn refused_from_pb(m: pb::Refused) -> Result<ClientMessage> {
         client: m.client,
         seq: m.seq,
         reason,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Status queries
+
+fn replica_status_to_pb(r: &ReplicaStatus) -> pb::status_reply::ReplicaStatus {
+    pb::status_reply::ReplicaStatus {
+        partition: r.partition,
+        leader: r.leader.as_ref().map(ballot_to_pb),
+        is_leader: r.is_leader,
+        promised: r.promised.as_ref().map(ballot_to_pb),
+        decided_idx: r.decided_idx,
+        log_len: r.log_len,
+        first_retained_idx: r.first_retained_idx,
+        applied_idx: r.applied_idx,
+        keys: r.keys,
+        inflight: r.inflight,
+        pending: r.pending,
+    }
+}
+
+fn replica_status_from_pb(r: pb::status_reply::ReplicaStatus) -> Result<ReplicaStatus> {
+    Ok(ReplicaStatus {
+        partition: r.partition,
+        leader: r.leader.map(ballot_from_pb).transpose()?,
+        is_leader: r.is_leader,
+        promised: r.promised.map(ballot_from_pb).transpose()?,
+        decided_idx: r.decided_idx,
+        log_len: r.log_len,
+        first_retained_idx: r.first_retained_idx,
+        applied_idx: r.applied_idx,
+        keys: r.keys,
+        inflight: r.inflight,
+        pending: r.pending,
+    })
+}
+
+pub(crate) fn status_reply_to_pb(s: &NodeStatus) -> pb::StatusReply {
+    pb::StatusReply {
+        nonce: s.nonce,
+        node: Some(addr_to_pb(&s.node)),
+        cluster: s.cluster.clone(),
+        uptime_ms: s.uptime_ms,
+        table: s.table.as_deref().map(table_to_pb),
+        not_in_table: s.not_in_table.clone(),
+        replicas: s.replicas.iter().map(replica_status_to_pb).collect(),
+        suspected: s.suspected.iter().map(addr_to_pb).collect(),
+    }
+}
+
+pub(crate) fn status_reply_from_pb(m: pb::StatusReply) -> Result<NodeStatus> {
+    Ok(NodeStatus {
+        nonce: m.nonce,
+        node: req_addr(m.node, "StatusReply", "node")?,
+        cluster: m.cluster,
+        uptime_ms: m.uptime_ms,
+        table: m.table.map(table_from_pb).transpose()?.map(Arc::new),
+        not_in_table: m.not_in_table,
+        replicas: map_vec(m.replicas, replica_status_from_pb)?,
+        suspected: map_vec(m.suspected, addr_from_pb)?,
     })
 }

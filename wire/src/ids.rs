@@ -9,7 +9,7 @@
 //! | range | use |
 //! |---|---|
 //! | 100–109 | node ⇄ node (PerfectLink) |
-//! | 110–119 | client ⇄ node |
+//! | 110–119 | client ⇄ node (115–116: status queries of `kvstore status`) |
 //! | 120–199 | free, for later additions (e.g. status and admin queries) |
 //!
 //! Rules: an id, once released, is never reused for anything else, even after its
@@ -30,6 +30,10 @@ pub const REQUEST: SerId = 112;
 pub const RESPONSE: SerId = 113;
 /// [`kv_ports::ClientMessage::Refused`] (`kvstore.wire.v1.Refused`).
 pub const REFUSED: SerId = 114;
+/// [`kv_ports::StatusMessage::Request`] (`kvstore.wire.v1.StatusRequest`).
+pub const STATUS_REQUEST: SerId = 115;
+/// [`kv_ports::StatusMessage::Reply`] (`kvstore.wire.v1.StatusReply`).
+pub const STATUS_REPLY: SerId = 116;
 
 /// Every id with the name used for it in logs and in `docs/wire.md`.
 pub const ALL: &[(SerId, &str)] = &[
@@ -39,6 +43,8 @@ pub const ALL: &[(SerId, &str)] = &[
     (REQUEST, "REQUEST"),
     (RESPONSE, "RESPONSE"),
     (REFUSED, "REFUSED"),
+    (STATUS_REQUEST, "STATUS_REQUEST"),
+    (STATUS_REPLY, "STATUS_REPLY"),
 ];
 
 // Compile-time guards: every id is above kompact's reserved range and no id is
@@ -92,7 +98,7 @@ mod tests {
         for (id, name) in ALL {
             assert_eq!(name_of(*id), Some(*name));
         }
-        for id in [0, 6, 20, 99, 101, 115, 200] {
+        for id in [0, 6, 20, 99, 101, 117, 200] {
             assert_eq!(name_of(id), None);
             assert!(!is_known(id));
         }

@@ -8,7 +8,10 @@ use bytes::BytesMut;
 use common::*;
 use kompact::messaging::{HeapOrSer, NetData};
 use kompact::prelude::Serialisable;
-use kv_ports::{ClientMessage, ClientRequest, LinkFrame, NetMessage, PlPayload};
+use kv_ports::{
+    ClientMessage, ClientRequest, LinkFrame, NetMessage, NodeStatus, PlPayload, ReplicaStatus,
+    StatusMessage, StatusRequest,
+};
 use kv_protocols::kv::{KvCommand, KvOp};
 use kv_protocols::sequence_paxos::messages::{AcceptDecide, PaxosMsg};
 use kv_wire::{Wire, WireError, ids};
@@ -71,6 +74,46 @@ fn lookup_table_round_trips_and_validates() {
 }
 
 #[test]
+fn status_messages_round_trip_with_equality() {
+    for m in status_messages() {
+        let msg = NetMessage::Status(m.clone());
+        match roundtrip(&msg) {
+            NetMessage::Status(back) => assert_eq!(back, m),
+            other => panic!("decoded {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_status_reply_without_its_node_is_rejected() {
+    let mut pb = kv_wire::pb::StatusReply::default();
+    let bytes = prost::Message::encode_to_vec(&pb);
+    assert_eq!(
+        kv_wire::decode_slice(ids::STATUS_REPLY, &bytes).unwrap_err(),
+        WireError::MissingField {
+            message: "StatusReply",
+            field: "node"
+        }
+    );
+    // A lookup table that breaks its invariant is rejected here too.
+    pb.node = Some(kv_wire::pb::Addr {
+        ip: vec![127, 0, 0, 1],
+        port: 1,
+    });
+    pb.table = Some(kv_wire::pb::LookupTable {
+        partitions: 1,
+        replication_degree: 2,
+        nodes: vec![],
+        groups: vec![],
+    });
+    let bytes = prost::Message::encode_to_vec(&pb);
+    assert!(matches!(
+        kv_wire::decode_slice(ids::STATUS_REPLY, &bytes),
+        Err(WireError::InvalidTable(_))
+    ));
+}
+
+#[test]
 fn ids_follow_the_message_type() {
     use kv_wire::ser_id_of;
     for msg in all_messages() {
@@ -81,6 +124,8 @@ fn ids_follow_the_message_type() {
             NetMessage::Client(ClientMessage::Request(_)) => ids::REQUEST,
             NetMessage::Client(ClientMessage::Response { .. }) => ids::RESPONSE,
             NetMessage::Client(ClientMessage::Refused { .. }) => ids::REFUSED,
+            NetMessage::Status(StatusMessage::Request(_)) => ids::STATUS_REQUEST,
+            NetMessage::Status(StatusMessage::Reply(_)) => ids::STATUS_REPLY,
         };
         assert_eq!(ser_id_of(&msg), expected);
     }
@@ -192,6 +237,59 @@ fn op() -> impl Strategy<Value = KvOp> {
     ]
 }
 
+fn ballot() -> impl Strategy<Value = kv_protocols::ballot::Ballot> {
+    (any::<u64>(), addr()).prop_map(|(n, pid)| kv_protocols::ballot::Ballot { n, pid })
+}
+
+fn replica_status() -> impl Strategy<Value = ReplicaStatus> {
+    (
+        any::<u32>(),
+        prop::option::of(ballot()),
+        any::<bool>(),
+        prop::option::of(ballot()),
+        any::<[u64; 7]>(),
+    )
+        .prop_map(
+            |(partition, leader, is_leader, promised, n)| ReplicaStatus {
+                partition,
+                leader,
+                is_leader,
+                promised,
+                decided_idx: n[0],
+                log_len: n[1],
+                first_retained_idx: n[2],
+                applied_idx: n[3],
+                keys: n[4],
+                inflight: n[5],
+                pending: n[6],
+            },
+        )
+}
+
+fn node_status() -> impl Strategy<Value = NodeStatus> {
+    (
+        any::<u64>(),
+        addr(),
+        any::<String>(),
+        any::<u64>(),
+        prop::option::of(any::<String>()),
+        prop::collection::vec(replica_status(), 0..4),
+        prop::collection::vec(addr(), 0..4),
+    )
+        .prop_map(
+            |(nonce, node, cluster, uptime_ms, not_in_table, replicas, suspected)| NodeStatus {
+                nonce,
+                node,
+                cluster,
+                uptime_ms,
+                table: None,
+                not_in_table,
+                replicas,
+                suspected,
+            },
+        )
+}
+
 fn command() -> impl Strategy<Value = KvCommand> {
     (
         any::<u64>(),
@@ -225,6 +323,17 @@ proptest! {
         let msg = NetMessage::Client(ClientMessage::Request(req.clone()));
         match roundtrip(&msg) {
             NetMessage::Client(ClientMessage::Request(back)) => prop_assert_eq!(back, req),
+            other => prop_assert!(false, "decoded {:?}", other),
+        }
+    }
+
+    #[test]
+    fn any_status_message_round_trips(nonce in any::<u64>(), status in node_status()) {
+        let req = NetMessage::Status(StatusMessage::Request(StatusRequest { nonce }));
+        prop_assert_eq!(dbg(&roundtrip(&req)), dbg(&req));
+        let reply = StatusMessage::Reply(Box::new(status));
+        match roundtrip(&NetMessage::Status(reply.clone())) {
+            NetMessage::Status(back) => prop_assert_eq!(back, reply),
             other => prop_assert!(false, "decoded {:?}", other),
         }
     }

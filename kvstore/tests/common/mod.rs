@@ -9,8 +9,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -31,6 +31,22 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         );
         std::thread::sleep(POLL); // a poll interval, not a synchronisation
     }
+}
+
+// ---------------------------------------------------------------------------------
+// One cluster at a time
+
+/// Held while a test runs a cluster (`kvstore start` nodes or a `kvstore demo`).
+///
+/// An idle debug-build node keeps a good part of a core busy (Kompact's executor
+/// spins before it parks), so several clusters side by side on a 2-core CI machine
+/// starve each other's failure detectors into false suspicions. The tests of one
+/// binary therefore run their clusters one after another; commands without a cluster
+/// still run in parallel.
+pub fn cluster_slot() -> MutexGuard<'static, ()> {
+    static SLOT: Mutex<()> = Mutex::new(());
+    // A test that failed while holding the slot poisons it; the next may still run.
+    SLOT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 // ---------------------------------------------------------------------------------
@@ -312,6 +328,16 @@ impl Node {
         self.killed = true;
     }
 
+    /// The process id (for `/proc/PID/...`).
+    pub fn pid(&self) -> u32 {
+        self.guard.child.id()
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.guard.exited()
+    }
+
     /// The `leader elected` lines of the log as (partition, ballot number, leader),
     /// in log order.
     pub fn leader_lines(&self) -> Vec<(u32, u64, SocketAddr)> {
@@ -352,6 +378,8 @@ pub struct Cluster {
     /// The bootstrap server (the first node).
     pub bootstrap: SocketAddr,
     pub scratch: Scratch,
+    /// Dropped last: the nodes are killed before the next test's cluster starts.
+    _slot: MutexGuard<'static, ()>,
 }
 
 impl Cluster {
@@ -359,6 +387,7 @@ impl Cluster {
     /// bootstrap server first (once it waits for check-ins), then the others; returns
     /// once every node logged that its replicas started.
     pub fn start(name: &str, n: usize, partitions: u32, replication: usize) -> Cluster {
+        let slot = cluster_slot();
         let scratch = Scratch::new(name);
         let addrs = free_addrs(n);
         let bootstrap = addrs[0];
@@ -394,6 +423,7 @@ impl Cluster {
             replication,
             bootstrap,
             scratch,
+            _slot: slot,
         }
     }
 

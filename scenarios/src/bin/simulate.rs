@@ -47,6 +47,9 @@ struct Args {
     plant: Option<String>,
 }
 
+/// A failing seed and what went wrong.
+type Failure = (u64, Vec<String>);
+
 fn parse_range(s: &str) -> anyhow::Result<Range<u64>> {
     let (a, b) = s
         .split_once("..")
@@ -107,7 +110,7 @@ fn real_main() -> anyhow::Result<i32> {
 
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(seeds.start));
-    let failures: Arc<Mutex<Vec<(u64, Vec<String>)>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<Failure>>> = Arc::default();
     let passed = Arc::new(AtomicU64::new(0));
     let end = seeds.end;
     let workers: Vec<_> = (0..threads)

@@ -44,7 +44,7 @@ pub fn leader_crash_under_load(delay: DelayModel, seed: u64) -> Scenario {
                 ops: 40,
                 keys: load_keys(),
                 mix: Mix::default(),
-                seed: seed ^ (s as u64 + 1) * 0x9e37_79b9,
+                seed: seed ^ ((s as u64 + 1) * 0x9e37_79b9),
                 think: ms(20),
             })
         })

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kv_ports::{
-    BootstrapMsg, ClientMessage, ClientRequest, LinkAck, LinkFrame, NetMessage, PlPayload, Refusal,
-    Routed,
+    BootstrapMsg, ClientMessage, ClientRequest, LinkAck, LinkFrame, NetMessage, NodeStatus,
+    PlPayload, Refusal, ReplicaStatus, Routed, StatusMessage, StatusRequest,
 };
 use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
@@ -309,7 +309,88 @@ pub fn all_messages() -> Vec<NetMessage> {
         }),
     )));
     ms.push(NetMessage::Link(frame(vec![], None)));
+    ms.extend(status_messages().into_iter().map(NetMessage::Status));
     ms
+}
+
+/// Status queries: requests, and replies of a booted node (leader and follower
+/// replicas, suspicions, IPv6), a node still booting and a node left out.
+pub fn status_messages() -> Vec<StatusMessage> {
+    let table = LookupTable::build(vec![v4(1), v4(2), v4(3), v6(4), v6(5)], 3, 3).unwrap();
+    let booted = NodeStatus {
+        nonce: 0x1234_5678_9abc_def0,
+        node: v4(2),
+        cluster: "course".into(),
+        uptime_ms: 86_400_000,
+        table: Some(Arc::new(table)),
+        not_in_table: None,
+        replicas: vec![
+            ReplicaStatus {
+                partition: 0,
+                leader: Some(ballot(7, 2)),
+                is_leader: true,
+                promised: Some(ballot(7, 2)),
+                decided_idx: 1_000,
+                log_len: 1_003,
+                first_retained_idx: 900,
+                applied_idx: 1_000,
+                keys: 17,
+                inflight: 3,
+                pending: 2,
+            },
+            ReplicaStatus {
+                partition: 2,
+                leader: Some(Ballot {
+                    n: u64::MAX,
+                    pid: v6(5),
+                }),
+                is_leader: false,
+                promised: Some(Ballot {
+                    n: u64::MAX,
+                    pid: v6(5),
+                }),
+                decided_idx: u64::MAX,
+                log_len: u64::MAX,
+                first_retained_idx: u64::MAX - 1,
+                applied_idx: u64::MAX,
+                keys: 1,
+                inflight: 0,
+                pending: 0,
+            },
+            ReplicaStatus {
+                partition: 1,
+                ..ReplicaStatus::default()
+            },
+        ],
+        suspected: vec![v4(3), v6(4)],
+    };
+    let booting = NodeStatus {
+        nonce: 1,
+        node: v6(9),
+        cluster: String::new(),
+        uptime_ms: 5,
+        table: None,
+        not_in_table: None,
+        replicas: vec![],
+        suspected: vec![],
+    };
+    let left_out = NodeStatus {
+        nonce: 2,
+        node: v4(9),
+        cluster: "course".into(),
+        uptime_ms: 0,
+        table: None,
+        not_in_table: Some("checked in after the cluster formed".into()),
+        replicas: vec![],
+        suspected: vec![v4(1)],
+    };
+    vec![
+        StatusMessage::Request(StatusRequest { nonce: 0 }),
+        StatusMessage::Request(StatusRequest { nonce: u64::MAX }),
+        StatusMessage::Reply(Box::new(booted)),
+        StatusMessage::Reply(Box::new(booting)),
+        StatusMessage::Reply(Box::new(left_out)),
+    ]
 }
 
 pub fn dbg<T: std::fmt::Debug>(t: &T) -> String {

@@ -1,0 +1,161 @@
+//! A node's view of itself, for `kvstore status` and the metrics endpoint.
+//!
+//! [`StatusSource`] reads the components' state through their `Arc<Component<_>>`
+//! handles (`on_definition`) when someone asks, so keeping a status costs nothing on
+//! the hot path. [`StatusComp`] answers `StatusRequest`s that arrive over the
+//! network with it; the metrics endpoint renders its gauges from it.
+//!
+//! Locking: `collect` copies the handles out of [`Hosted`] and releases that lock
+//! before it locks any component, and no component locks another's definition, so
+//! no two locks are ever waited on in opposite orders.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kompact::prelude::*;
+use kv_components::epfd::EpfdComp;
+use kv_components::metrics::Gauges;
+use kv_components::perfect_link::PerfectLinkComp;
+use kv_ports::{
+    NetIndication, NetRequest, Network, NodeId, NodeStatus, ReplicaStatus, StatusMessage,
+};
+
+use crate::node::Hosted;
+
+/// Reads a node's state from its components on demand.
+#[derive(Clone)]
+pub struct StatusSource {
+    me: NodeId,
+    cluster: String,
+    started: Instant,
+    epfd: Arc<Component<EpfdComp>>,
+    link: Arc<Component<PerfectLinkComp>>,
+    hosted: Arc<Mutex<Hosted>>,
+}
+
+impl StatusSource {
+    /// A source over the given components of node `me`.
+    pub fn new(
+        me: NodeId,
+        cluster: String,
+        epfd: Arc<Component<EpfdComp>>,
+        link: Arc<Component<PerfectLinkComp>>,
+        hosted: Arc<Mutex<Hosted>>,
+    ) -> StatusSource {
+        StatusSource {
+            me,
+            cluster,
+            started: Instant::now(),
+            epfd,
+            link,
+            hosted,
+        }
+    }
+
+    /// The node's view now, answering the request `nonce`.
+    pub fn collect(&self, nonce: u64) -> NodeStatus {
+        let (table, not_in_table, replicas) = {
+            let h = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
+            let handles: Vec<_> = h
+                .replicas
+                .iter()
+                .map(|r| (r.paxos.clone(), r.replica.clone()))
+                .collect();
+            (h.table.clone(), h.refused.clone(), handles)
+        };
+        let mut replicas: Vec<ReplicaStatus> = replicas
+            .into_iter()
+            .map(|(paxos, replica)| {
+                let mut r = paxos.on_definition(|c| c.status());
+                replica.on_definition(|c| {
+                    r.applied_idx = c.applied();
+                    r.keys = c.keys();
+                    r.inflight = c.inflight();
+                });
+                r
+            })
+            .collect();
+        replicas.sort_by_key(|r| r.partition);
+        NodeStatus {
+            nonce,
+            node: self.me,
+            cluster: self.cluster.clone(),
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            table,
+            not_in_table,
+            replicas,
+            suspected: self.epfd.on_definition(|c| c.suspected()),
+        }
+    }
+
+    /// The gauges of the metrics endpoint.
+    pub fn gauges(&self) -> Gauges {
+        let status = self.collect(0);
+        let peers: Vec<NodeId> = status
+            .table
+            .as_ref()
+            .map(|t| t.nodes.iter().copied().filter(|n| *n != self.me).collect())
+            .unwrap_or_default();
+        let link_unacked = self.link.on_definition(|c| {
+            peers
+                .iter()
+                .map(|p| (*p, c.unacked(*p) as u64))
+                .collect::<Vec<_>>()
+        });
+        Gauges {
+            status,
+            link_unacked,
+        }
+    }
+}
+
+/// Answers status queries: requires [`Network`], replies to whoever asked.
+#[derive(ComponentDefinition)]
+pub struct StatusComp {
+    ctx: ComponentContext<Self>,
+    net_port: RequiredPort<Network>,
+    source: StatusSource,
+}
+
+impl StatusComp {
+    /// A component answering with what `source` reads.
+    pub fn new(source: StatusSource) -> StatusComp {
+        StatusComp {
+            ctx: ComponentContext::uninitialised(),
+            net_port: RequiredPort::uninitialised(),
+            source,
+        }
+    }
+}
+
+ignore_lifecycle!(StatusComp);
+
+impl Require<Network> for StatusComp {
+    fn handle(&mut self, ind: NetIndication) -> HandlerResult {
+        if let NetIndication::Deliver {
+            src,
+            msg: kv_ports::NetMessage::Status(StatusMessage::Request(req)),
+        } = ind
+        {
+            debug!(self.ctx.log(), "answering a status query"; "from" => %src);
+            let status = self.source.collect(req.nonce);
+            self.net_port.trigger(NetRequest::Send {
+                dst: src,
+                msg: kv_ports::NetMessage::Status(StatusMessage::Reply(Box::new(status))),
+            });
+        }
+        Handled::OK
+    }
+}
+
+impl Actor for StatusComp {
+    type Message = Never;
+
+    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
+        match msg {}
+    }
+
+    fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
+        Handled::OK
+    }
+}
