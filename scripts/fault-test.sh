@@ -103,10 +103,21 @@ cleanup_ours() {
     done
 }
 
+# Container of a Compose service, by label (Compose v1 names it kvfault_node1_1,
+# v2 kvfault-node1-1).
+declare -A CID
+cname() {
+    if [ -z "${CID[$1]:-}" ]; then
+        CID[$1]=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" \
+            --filter "label=com.docker.compose.service=$1" | head -n1)
+    fi
+    echo "${CID[$1]}"
+}
+
 save_logs() {
     mkdir -p "$OUT"
     for n in "${NODES[@]}"; do
-        tl 20 docker logs "${PROJECT}_${n}_1" >"$OUT/$n.log" 2>&1 || true
+        tl 20 docker logs "$(cname "$n")" >"$OUT/$n.log" 2>&1 || true
     done
     tl 20 docker logs kvfault-bench >"$OUT/bench.log" 2>&1 || true
 }
@@ -159,7 +170,6 @@ log "starting the cluster (Compose project $PROJECT, network $SUBNET.0/24)"
 tl 120 "${COMPOSE[@]}" up -d --no-build "${NODES[@]}" >&2 ||
     die "docker-compose up failed (is $SUBNET.0/24 used by another network, e.g. a cluster started with docker/docker-compose.yml? stop it first)" 2
 
-cname() { echo "${PROJECT}_$1_1"; }
 ip_of() { echo "$SUBNET.1${1#node}"; } # node3 -> 10.213.0.13
 node_of_ip() { echo "node$(( ${1##*.} - 10 ))"; }
 

@@ -542,6 +542,17 @@ fn load(
     text: &str,
     add_user: impl Fn(HoconLoader) -> Result<HoconLoader, hocon::Error>,
 ) -> Result<NodeConfig, ConfigError> {
+    // 0. The parser (hocon 0.9) panics on non-ASCII text outside quotes and
+    // comments (it decodes unquoted strings byte by byte), so that is rejected first.
+    if let Some((line, c)) = unquoted_non_ascii(text) {
+        return Err(ConfigError::Syntax {
+            origin: origin.to_string(),
+            detail: format!(
+                "line {line}: {c:?} outside quotes (non-ASCII text is only accepted in quoted strings: write it in quotes)"
+            ),
+        });
+    }
+
     // 1. Syntax. The parser in lenient mode silently drops whatever follows the first
     // error, so the user's document is first parsed alone in strict mode.
     add_user(HoconLoader::new().strict()).map_err(|e| parse_error(origin, text, e))?;
@@ -1187,6 +1198,56 @@ fn diagnose_syntax(text: &str) -> String {
         ""
     };
     format!("not valid HOCON{include_note}; the parser does not say where")
+}
+
+/// The first non-ASCII character outside quoted strings (`"..."`, `"""..."""`) and
+/// comments (`#`, `//`), with its 1-based line.
+fn unquoted_non_ascii(text: &str) -> Option<(usize, char)> {
+    enum At {
+        Plain,
+        Quoted,
+        TripleQuoted,
+        Comment,
+    }
+    let mut at = At::Plain;
+    let mut line = 1;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let mut step = c.len_utf8();
+        match at {
+            At::Plain => {
+                if rest.starts_with("\"\"\"") {
+                    at = At::TripleQuoted;
+                    step = 3;
+                } else if c == '"' {
+                    at = At::Quoted;
+                } else if c == '#' || rest.starts_with("//") {
+                    at = At::Comment;
+                } else if !c.is_ascii() {
+                    return Some((line, c));
+                }
+            }
+            At::Quoted => match c {
+                '\\' => step += rest[1..].chars().next().map_or(0, char::len_utf8),
+                '"' | '\n' => at = At::Plain,
+                _ => {}
+            },
+            At::TripleQuoted => {
+                if rest.starts_with("\"\"\"") {
+                    at = At::Plain;
+                    step = 3;
+                }
+            }
+            At::Comment => {
+                if c == '\n' {
+                    at = At::Plain;
+                }
+            }
+        }
+        line += rest[..step].matches('\n').count();
+        rest = &rest[step..];
+    }
+    None
 }
 
 /// The line without a `#` or `//` comment (ignoring markers inside quotes).

@@ -296,7 +296,8 @@ impl Metrics {
             let m = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
             m.iter().map(|(p, m)| (*p, m.clone())).collect()
         };
-        let counters: [(&str, &str, fn(&PartitionMetrics) -> &AtomicU64); 8] = [
+        type Counter = fn(&PartitionMetrics) -> &AtomicU64;
+        let counters: [(&str, &str, Counter); 8] = [
             (
                 "kvstore_proposals_total",
                 "Commands this node's replica proposed to Sequence Paxos.",

@@ -16,6 +16,42 @@ use kv_protocols::link::{Ack, Frame, LinkConfig, LinkCore, LinkEvent};
 
 use crate::ticker::{Ticker, ticks};
 
+/// Retransmissions are packed into frames of at most this many (estimated) bytes:
+/// kompact-net fails to decode frames much larger than one buffer chunk (128 KiB).
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// A cheap upper estimate of a payload's encoded size.
+fn approx_size(p: &Arc<PlPayload>) -> usize {
+    use kv_protocols::sequence_paxos::messages::PaxosMsg;
+    fn cmd(c: &kv_ports::KvCommand) -> usize {
+        64 + match &c.op {
+            kv_ports::KvOp::Get { key } => key.len(),
+            kv_ports::KvOp::Put { key, value } => key.len() + value.len(),
+            kv_ports::KvOp::Cas { key, expected, new } => key.len() + expected.len() + new.len(),
+        }
+    }
+    64 + match &**p {
+        PlPayload::Paxos { msg, .. } => match msg {
+            PaxosMsg::Promise(m) => {
+                m.suffix.iter().map(cmd).sum::<usize>()
+                    + m.snapshot.as_ref().map_or(0, |s| s.data.len())
+            }
+            PaxosMsg::AcceptSync(m) => {
+                m.suffix.iter().map(cmd).sum::<usize>()
+                    + m.snapshot.as_ref().map_or(0, |s| s.data.len())
+            }
+            PaxosMsg::AcceptDecide(m) => m.entries.iter().map(cmd).sum(),
+            PaxosMsg::ProposalForward(v) => v.iter().map(cmd).sum(),
+            _ => 0,
+        },
+        PlPayload::Forward(r) => 64 + r.request.op.key().len() * 3,
+        PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(t)) => 32 * t.nodes.len() * 4,
+        PlPayload::Bootstrap(kv_ports::BootstrapMsg::CheckIn { cluster }) => cluster.len(),
+        PlPayload::Bootstrap(kv_ports::BootstrapMsg::Rejected { reason }) => reason.len(),
+        _ => 0,
+    }
+}
+
 /// Settings of the PerfectLink component.
 #[derive(Clone, Debug)]
 pub struct PerfectLinkConfig {
@@ -55,13 +91,17 @@ pub struct PerfectLinkComp {
 impl PerfectLinkComp {
     /// A link component with the given settings.
     pub fn new(cfg: PerfectLinkConfig) -> Self {
-        let core = LinkCore::new(LinkConfig {
-            incarnation: cfg.incarnation,
-            max_unacked: cfg.max_unacked,
-            retransmit_ticks: ticks(cfg.retransmit_period, cfg.tick_period),
-            unreachable_ticks: ticks(cfg.unreachable_warning, cfg.tick_period),
-            max_frame_payloads: 256,
-        });
+        let core = LinkCore::with_weigher(
+            LinkConfig {
+                incarnation: cfg.incarnation,
+                max_unacked: cfg.max_unacked,
+                retransmit_ticks: ticks(cfg.retransmit_period, cfg.tick_period),
+                unreachable_ticks: ticks(cfg.unreachable_warning, cfg.tick_period),
+                max_frame_payloads: 256,
+                max_frame_bytes: MAX_FRAME_BYTES,
+            },
+            approx_size,
+        );
         PerfectLinkComp {
             ctx: ComponentContext::uninitialised(),
             pl_port: ProvidedPort::uninitialised(),

@@ -15,6 +15,9 @@ use crate::connect::{Connector, connector};
 use crate::network::{NETWORK_ALIAS, TcpNetwork};
 use crate::timer::WallTimer;
 
+/// Largest network frame (bytes) a system can receive: one kompact-net buffer chunk.
+pub const MAX_FRAME: usize = 1 << 20;
+
 /// A running Kompact system with a network and a timer provider.
 pub struct Runtime {
     /// The system.
@@ -39,7 +42,15 @@ impl Runtime {
         if let Some(l) = logger {
             cfg.logger(l);
         }
-        cfg.system_components(DeadletterBox::new, NetworkConfig::new(bind).build());
+        // kompact-net cannot decode a frame larger than one buffer chunk (128 kB by
+        // default); 1 MiB chunks leave room for large Sequence Paxos syncs and
+        // snapshots. Retransmissions are packed far below that (PerfectLink).
+        let mut buffers = kompact::net::buffers::BufferConfig::default();
+        buffers.chunk_size(MAX_FRAME);
+        cfg.system_components(
+            DeadletterBox::new,
+            NetworkConfig::with_buffer_config(bind, buffers).build(),
+        );
         let system = cfg
             .build()
             .wait()

@@ -76,9 +76,9 @@ impl Require<PerfectLink> for Numbered {
         match ind {
             PlIndication::Deliver { src, payload } => match &*payload {
                 PlPayload::Bootstrap(BootstrapMsg::CheckIn { cluster })
-                    if src == self.peer && cluster.parse::<u64>().is_ok() =>
+                    if src == self.peer && number_of(cluster).is_some() =>
                 {
-                    seen.delivered.push(cluster.parse().unwrap());
+                    seen.delivered.push(number_of(cluster).unwrap());
                 }
                 other => seen.unexpected.push(format!("from {src}: {other:?}")),
             },
@@ -88,16 +88,25 @@ impl Require<PerfectLink> for Numbered {
     }
 }
 
-impl Actor for Numbered {
-    type Message = Range<u64>;
+/// The number a payload carries: `"N"` or `"N:padding"`.
+fn number_of(s: &str) -> Option<u64> {
+    s.split(':').next()?.parse().ok()
+}
 
-    fn receive_local(&mut self, range: Range<u64>) -> HandlerResult {
+impl Actor for Numbered {
+    /// Numbers to send, and bytes of padding per payload.
+    type Message = (Range<u64>, usize);
+
+    fn receive_local(&mut self, (range, pad): (Range<u64>, usize)) -> HandlerResult {
         for i in range {
+            let cluster = if pad == 0 {
+                format!("{i}")
+            } else {
+                format!("{i}:{}", "p".repeat(pad))
+            };
             self.pl.trigger(PlRequest::Send {
                 dst: self.peer,
-                payload: PlPayload::Bootstrap(BootstrapMsg::CheckIn {
-                    cluster: format!("{i}"),
-                }),
+                payload: PlPayload::Bootstrap(BootstrapMsg::CheckIn { cluster }),
             });
         }
         Handled::OK
@@ -156,11 +165,15 @@ impl Side {
     }
 
     fn send(&self, range: Range<u64>) {
+        self.send_padded(range, 0);
+    }
+
+    fn send_padded(&self, range: Range<u64>, pad: usize) {
         self.numbered
             .as_ref()
             .expect("wired")
             .actor_ref()
-            .tell(range);
+            .tell((range, pad));
     }
 
     fn set_blocked(&self, peer: NodeId, blocked: bool) {
@@ -310,4 +323,42 @@ fn ten_thousand_messages_each_way_exactly_once_in_order_across_cuts() {
         rb = b.reconnects(),
     );
     assert!(cuts >= 5, "the connection was cut only {cuts} times");
+}
+
+/// Frames far larger than one chunk of kompact-net's send buffer (128 KiB): single
+/// large payloads, and retransmissions that pack several of them into one frame.
+#[test]
+fn frames_larger_than_a_network_buffer_chunk_arrive_whole() {
+    const PAD: usize = 300_000;
+    let mut a = Side::start("large-a");
+    let mut b = Side::start("large-b");
+    let (addr_a, addr_b) = (a.rt.address, b.rt.address);
+    a.wire(0x1A, addr_b);
+    b.wire(0x1B, addr_a);
+    a.send_padded(0..3, PAD);
+    b.send_padded(0..3, PAD);
+    wait_until("three large payloads each way", || {
+        a.delivered() >= 3 && b.delivered() >= 3
+    });
+    // Cut while more are sent, so they come back as one multi-payload retransmission.
+    let (ra, rb) = (a.reconnects(), b.reconnects());
+    a.set_blocked(addr_b, true);
+    a.send_padded(3..6, PAD);
+    b.send_padded(3..6, PAD);
+    a.set_blocked(addr_b, false);
+    wait_until("reconnected after the cut", || {
+        a.reconnects() > ra && b.reconnects() > rb
+    });
+    wait_until("six large payloads each way", || {
+        a.delivered() >= 6 && b.delivered() >= 6
+    });
+    for (name, side) in [("A", &a), ("B", &b)] {
+        let seen = side.seen.lock().unwrap();
+        assert!(
+            seen.unexpected.is_empty(),
+            "side {name}: {:?}",
+            seen.unexpected.len()
+        );
+        assert_eq!(seen.delivered, (0..6).collect::<Vec<u64>>(), "side {name}");
+    }
 }

@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             let line = e.to_string();
-            assert!(line.starts_with("fuzz.conf"), "error without origin: {line}");
+            assert!(
+                line.starts_with("fuzz.conf"),
+                "error without origin: {line}"
+            );
         }
     }
 });

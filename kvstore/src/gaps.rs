@@ -413,10 +413,10 @@ mod tests {
             get(&a, 500, Some(510)),
             get(&b, 30, Some(600)),
         ];
-        let r = analyse(&ops, 2, &[w(0, 1000)]);
+        let r = analyse(&ops, 2, &[w(0, 500)]);
         let per = &r[0].1;
         assert_eq!(per[0].gap, Some((10, Some(500))));
-        assert_eq!(per[0].ok_ops, 3);
+        assert_eq!(per[0].ok_ops, 2);
         assert_eq!(per[1].gap, Some((30, Some(600))));
         assert_eq!(per[1].unknown_ops, 1);
         let text = render(&r, history_end(&ops), false);

@@ -36,6 +36,9 @@ pub struct LinkConfig {
     pub unreachable_ticks: u64,
     /// Most payloads per frame when retransmitting.
     pub max_frame_payloads: usize,
+    /// Most bytes (as weighed by the host's weigher) per retransmitted frame; a
+    /// single heavier payload still goes alone. Transports limit frame sizes.
+    pub max_frame_bytes: usize,
 }
 
 /// A cumulative acknowledgement.
@@ -115,6 +118,8 @@ struct Incoming {
 #[derive(Debug)]
 pub struct LinkCore<P> {
     cfg: LinkConfig,
+    /// Approximate encoded size of a payload, for packing retransmissions.
+    weigh: fn(&P) -> usize,
     now: u64,
     out: BTreeMap<NodeId, Outgoing<P>>,
     inc: BTreeMap<NodeId, Incoming>,
@@ -123,10 +128,18 @@ pub struct LinkCore<P> {
 }
 
 impl<P: Clone> LinkCore<P> {
-    /// A link with no peers yet (peers appear as they are sent to or heard from).
+    /// A link with no peers yet (peers appear as they are sent to or heard from),
+    /// weighing every payload as one byte.
     pub fn new(cfg: LinkConfig) -> Self {
+        Self::with_weigher(cfg, |_| 1)
+    }
+
+    /// A link that packs retransmissions by `weigh`, the approximate encoded size of
+    /// a payload, up to `max_frame_bytes` per frame.
+    pub fn with_weigher(cfg: LinkConfig, weigh: fn(&P) -> usize) -> Self {
         LinkCore {
             cfg,
+            weigh,
             now: 0,
             out: BTreeMap::new(),
             inc: BTreeMap::new(),
@@ -275,10 +288,22 @@ impl<P: Clone> LinkCore<P> {
             return;
         };
         let mut ack = ack;
+        let max_bytes = self.cfg.max_frame_bytes.max(1);
+        let weigh = self.weigh;
         let mut it = o.unacked.iter().peekable();
         while let Some((first, _, _)) = it.peek() {
             let first_seq = *first;
-            let payloads: Vec<P> = it.by_ref().take(chunk).map(|(_, p, _)| p.clone()).collect();
+            let mut payloads: Vec<P> = Vec::new();
+            let mut bytes = 0usize;
+            while let Some((_, p, _)) = it.peek() {
+                let w = weigh(p);
+                if !payloads.is_empty() && (payloads.len() >= chunk || bytes + w > max_bytes) {
+                    break;
+                }
+                bytes += w;
+                payloads.push(p.clone());
+                it.next();
+            }
             self.frames.push((
                 peer,
                 Frame {

@@ -17,6 +17,7 @@ fn cfg(incarnation: u64) -> LinkConfig {
         retransmit_ticks: 5,
         unreachable_ticks: 50,
         max_frame_payloads: 16,
+        max_frame_bytes: 10,
     }
 }
 

@@ -39,12 +39,13 @@ pub fn ser_id_of(msg: &NetMessage) -> SerId {
 /// Appends the protobuf encoding of `msg` to `buf`; the receiver needs
 /// [`ser_id_of`]`(msg)` as well to decode it.
 ///
-/// `buf` grows as needed: the encoding does not check `remaining_mut` up front,
-/// so buffers that chain chunks on demand (Kompact's network encoder) work for
-/// messages of any size.
+/// The encoding does not check `remaining_mut` up front, so `buf` must grow as
+/// needed (a `Vec` does). Kompact's network encoder does not grow under prost's
+/// small writes through `&mut dyn BufMut`; [`Wire::serialise`] therefore encodes
+/// into a scratch `Vec` and copies it with one `put_slice`.
 pub fn encode(msg: &NetMessage, buf: &mut impl BufMut) {
     // `encode_raw` is what `Message::encode` calls after checking that the buffer
-    // has room for the whole message; we skip that check on purpose (see above).
+    // has room for the whole message; a growing buffer needs no such check.
     match msg {
         NetMessage::Link(f) => c::link_frame_to_pb(f).encode_raw(buf),
         NetMessage::Client(m) => match m {
@@ -263,6 +264,13 @@ impl From<NetMessage> for Wire {
     }
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest scratch buffer kept between two encodings.
+const SCRATCH_KEEP: usize = 1 << 20;
+
 impl Serialisable for Wire {
     fn ser_id(&self) -> SerId {
         ser_id_of(&self.0)
@@ -272,8 +280,21 @@ impl Serialisable for Wire {
         Some(size_hint(&self.0))
     }
 
-    fn serialise(&self, mut buf: &mut dyn BufMut) -> Result<(), SerError> {
-        encode(&self.0, &mut buf);
+    fn serialise(&self, buf: &mut dyn BufMut) -> Result<(), SerError> {
+        // Encode into a reusable scratch buffer first, then copy it with one
+        // `put_slice`. Kompact's network encoder reports only the room left in its
+        // current chunk, and prost's small writes through `&mut dyn BufMut` (for
+        // example the 4 bytes of an address) panic when they straddle a chunk end;
+        // its `put_slice` chains chunks, so frames of any size are safe this way.
+        SCRATCH.with(|scratch| {
+            let mut v = scratch.borrow_mut();
+            v.clear();
+            encode(&self.0, &mut *v);
+            buf.put_slice(&v);
+            if v.capacity() > SCRATCH_KEEP {
+                *v = Vec::new(); // do not pin the memory of one huge frame
+            }
+        });
         Ok(())
     }
 
