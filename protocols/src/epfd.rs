@@ -7,7 +7,7 @@
 //! and every suspected node that did answer is restored. Each time a round finds a
 //! node that was wrongly suspected, the delay grows by a fixed increment, so in a
 //! partially synchronous system the delay eventually exceeds the real round-trip
-//! time and false suspicions stop. See `docs/epfd.md`.
+//! time and false suspicions stop. See `docs/protocols.md`.
 
 use std::collections::BTreeSet;
 
