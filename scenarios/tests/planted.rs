@@ -2,6 +2,7 @@
 //! schedules report a violation within a bounded number of seeds.
 
 use kv_components::kv_replica::{PlantedBug, set_planted_bug};
+use kv_protocols::sequence_paxos::planted::set_leader_ignores_promised_suffix;
 use scenarios::scenarios::random;
 
 /// Most seeds a planted bug may survive.
@@ -18,6 +19,18 @@ fn a_replica_answering_get_from_local_state_is_caught() {
     set_planted_bug(None);
     let seed = caught.unwrap_or_else(|| panic!("no violation in {BOUND} seeds"));
     println!("local-read bug caught at seed {seed}");
+}
+
+#[test]
+fn a_leader_that_does_not_adopt_the_longest_accepted_suffix_is_caught() {
+    set_leader_ignores_promised_suffix(true);
+    let caught = (0..BOUND).find(|seed| {
+        let o = random::run(*seed, false);
+        !random::check(&o).is_empty()
+    });
+    set_leader_ignores_promised_suffix(false);
+    let seed = caught.unwrap_or_else(|| panic!("no violation in {BOUND} seeds"));
+    println!("suffix-adoption bug caught at seed {seed}");
 }
 
 #[test]

@@ -168,6 +168,7 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
         let mut adopted_round = self.accepted_round;
         if let Some((best_id, key)) = best
             && key > own_key
+            && !super::planted::leader_ignores_promised_suffix()
             && let Some(p) = promises.get_mut(&best_id)
         {
             adopted_round = p.n_accepted;

@@ -507,3 +507,26 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
         }
     }
 }
+
+/// Deliberate bugs the simulator can plant to show that its checks catch them.
+/// Never enabled in production: nothing but the simulator's planted-bug tests calls
+/// [`planted::set_leader_ignores_promised_suffix`].
+#[doc(hidden)]
+pub mod planted {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Per thread: the simulator runs every replica of a run on its driver thread.
+        static IGNORE_SUFFIX: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Make new leaders on this thread keep their own log instead of adopting the
+    /// longest suffix accepted in the highest round among the promises.
+    pub fn set_leader_ignores_promised_suffix(on: bool) {
+        IGNORE_SUFFIX.with(|c| c.set(on));
+    }
+
+    pub(crate) fn leader_ignores_promised_suffix() -> bool {
+        IGNORE_SUFFIX.with(|c| c.get())
+    }
+}
