@@ -244,7 +244,9 @@ for f in "${FAULT_LIST[@]}"; do
 done
 # Slack at the end: the bench's clock starts after its container (seconds later on
 # a loaded machine) and the last window must end before the history does.
-BENCH_S=$((SCHEDULE_S + 8))
+# Steps take longer than planned on a loaded machine (waits for elections, docker
+# commands): give the bench twice the schedule.
+BENCH_S=$((SCHEDULE_S * 2 + 8))
 log "bench: $CLIENTS clients, $KEYS keys, --timeout $BENCH_TIMEOUT, ${BENCH_S}s, from $BENCH_IP"
 tl 60 docker run -d --name kvfault-bench --label "$LABEL" --network "$NET" --ip "$BENCH_IP" \
     "$IMAGE" bench --endpoint "$(ip_of node1):$PORT" --clients "$CLIENTS" --keys "$KEYS" \
@@ -452,6 +454,10 @@ for f in "${FAULTS[@]}"; do
         cut) d=$CUT_S ;;
     esac
     b=$(awk -v s="$s" 'BEGIN { printf "%.3f", s - 0.5 }')
+    if awk -v b="$b" -v h="$hist_end" 'BEGIN { exit !(b >= h) }'; then
+        log "  $name: injected after the bench ended; no window (make the bench longer)"
+        continue
+    fi
     m=$(awk -v s="$s" -v d="$d" -v h="$hist_end" 'BEGIN { e = s + d + 1; printf "%.3f", (e < h ? e : h) }')
     e=$(awk -v s="$s" -v d="$((d + SETTLE_S))" -v h="$hist_end" 'BEGIN { e = s + d - 0.5; printf "%.3f", (e < h ? e : h) }')
     windows+=(--window "$name=$b..$m")
