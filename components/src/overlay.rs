@@ -54,6 +54,8 @@ pub struct Overlay {
     suspected: BTreeSet<NodeId>,
     leaders: BTreeMap<PartitionId, NodeId>,
     rng: SplitMix64,
+    /// Nodes outside the table whose forwarded requests were dropped (log once each).
+    outsiders_logged: BTreeSet<NodeId>,
     /// Requests refused at the edge, by reason (for logs and metrics).
     pub refused: u64,
     metrics: Arc<Metrics>,
@@ -77,6 +79,7 @@ impl Overlay {
             suspected: BTreeSet::new(),
             leaders: BTreeMap::new(),
             rng: SplitMix64::new(seed),
+            outsiders_logged: BTreeSet::new(),
             refused: 0,
             metrics: Arc::default(),
         }
@@ -282,7 +285,9 @@ impl Require<PerfectLink> for Overlay {
             return Handled::OK;
         };
         if !table.contains(src) {
-            warn!(self.ctx.log(), "dropping forwarded request from a node outside the lookup table"; "from" => %src);
+            if self.outsiders_logged.insert(src) {
+                warn!(self.ctx.log(), "dropping forwarded requests from a node outside the lookup table (logged once per node)"; "from" => %src);
+            }
             return Handled::OK;
         }
         if self.local.contains(&routed.partition) {
