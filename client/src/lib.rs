@@ -103,8 +103,10 @@ pub fn resolve(endpoint: impl ToSocketAddrs) -> Result<SocketAddr, Error> {
         .ok_or_else(|| Error::Setup("endpoint resolves to no address".to_string()))
 }
 
-/// The local address that routes to `dst` (no packet is sent).
-fn local_ip_towards(dst: SocketAddr) -> SocketAddr {
+/// The local address that routes to `dst`, with port 0 (no packet is sent). The
+/// cluster answers a client at its system's address, so that address must be
+/// reachable from the nodes; the interface that routes to them is.
+pub fn local_ip_towards(dst: SocketAddr) -> SocketAddr {
     let any: SocketAddr = if dst.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {

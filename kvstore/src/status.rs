@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,22 +113,6 @@ impl Actor for StatusProbe {
     fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
         Handled::OK
     }
-}
-
-/// The local address that routes to `dst` (no packet is sent).
-fn local_ip_towards(dst: SocketAddr) -> SocketAddr {
-    let any: SocketAddr = if dst.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    UdpSocket::bind(any)
-        .and_then(|s| {
-            s.connect(dst)?;
-            s.local_addr()
-        })
-        .map(|a| SocketAddr::new(a.ip(), 0))
-        .unwrap_or_else(|_| SocketAddr::new(dst.ip(), 0))
 }
 
 /// Asks every node in `nodes` at once; returns the answers that came within
@@ -432,7 +415,11 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(crate::EXIT_USAGE);
         }
     };
-    let rt = match Runtime::start(local_ip_towards(endpoint), 2, Some(quiet_logger())) {
+    let rt = match Runtime::start(
+        kv_client::local_ip_towards(endpoint),
+        2,
+        Some(quiet_logger()),
+    ) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kvstore: {e}");

@@ -12,7 +12,7 @@
 //! down; the `embedded-client` binary calls it with the endpoint from its arguments,
 //! and the `kvstore` process tests call it against a real cluster.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use kompact::prelude::*;
@@ -120,23 +120,6 @@ impl Actor for PutThenGet {
     }
 }
 
-/// The local address that routes to `dst`, with port 0 (no packet is sent). The
-/// cluster answers the client at its system's address, so it must be reachable.
-fn local_address_towards(dst: SocketAddr) -> SocketAddr {
-    let any: SocketAddr = if dst.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    UdpSocket::bind(any)
-        .and_then(|s| {
-            s.connect(dst)?;
-            s.local_addr()
-        })
-        .map(|a| SocketAddr::new(a.ip(), 0))
-        .unwrap_or_else(|_| SocketAddr::new(dst.ip(), 0))
-}
-
 /// Starts a Kompact system with a [`ClientComp`] (connected to the network and timer
 /// providers) and a [`PutThenGet`] connected to it through `KeyValue`; writes
 /// `key = value` through `endpoint`'s cluster and returns the value read back.
@@ -152,8 +135,8 @@ pub fn put_then_get(
     )
     .map_err(Failure::Setup)?;
     let logger = kv_bootstrap::logging::kompact_logger(level, "embedded-client");
-    let rt =
-        Runtime::start(local_address_towards(endpoint), 2, Some(logger)).map_err(Failure::Setup)?;
+    let rt = Runtime::start(kv_client::local_ip_towards(endpoint), 2, Some(logger))
+        .map_err(Failure::Setup)?;
     let system = rt.system.clone();
 
     let client = system.create(|| {
