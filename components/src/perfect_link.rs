@@ -231,7 +231,10 @@ impl Require<Network> for PerfectLinkComp {
                 self.core.reconnected(peer);
                 self.pl_port.trigger(PlIndication::Reconnected(peer));
             }
-            NetIndication::ConnectionLost(_) => return Handled::OK,
+            NetIndication::ConnectionLost(peer) => {
+                self.core.disconnected(peer);
+                return Handled::OK;
+            }
         }
         self.flush();
         Handled::OK

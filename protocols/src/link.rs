@@ -99,6 +99,11 @@ struct Outgoing<P> {
     unacked: VecDeque<(u64, P, u64 /* tick sent */)>,
     /// Tick of the last acknowledgement progress (or first send after idle).
     last_progress: u64,
+    /// Tick of the last acknowledgement progress (or first send after idle).
+    /// Invariant: `last_ack <= now`.
+    last_ack: u64,
+    /// The transport reported the connection lost and has not reported it back.
+    down: bool,
     /// Current retransmission interval (backs off while silent).
     backoff: u64,
     unreachable_reported: bool,
@@ -160,6 +165,8 @@ impl<P: Clone> LinkCore<P> {
             next_seq: 1,
             unacked: VecDeque::new(),
             last_progress: now,
+            last_ack: now,
+            down: false,
             backoff: base,
             unreachable_reported: false,
             dropped: 0,
@@ -181,6 +188,7 @@ impl<P: Clone> LinkCore<P> {
     pub fn send(&mut self, dst: NodeId, payload: P) -> bool {
         let now = self.now;
         let max = self.cfg.max_unacked;
+        let stall_ticks = self.cfg.retransmit_ticks.max(1);
         let o = self.outgoing(dst);
         if o.unacked.len() >= max {
             o.dropped += 1;
@@ -193,10 +201,21 @@ impl<P: Clone> LinkCore<P> {
         }
         if o.unacked.is_empty() {
             o.last_progress = now;
+            o.last_ack = now;
         }
+        // A peer that is down, or has acknowledged nothing for a retransmission
+        // period, gets nothing new on the transport: the payload waits here and goes
+        // out with the next retransmission (on reconnection or after the back-off).
+        // The transport would otherwise queue frame after frame for a silent peer
+        // and run out of buffers for the healthy ones.
+        let stalled =
+            !o.unacked.is_empty() && (o.down || now.saturating_sub(o.last_ack) >= stall_ticks);
         let seq = o.next_seq;
         o.next_seq += 1;
         o.unacked.push_back((seq, payload.clone(), now));
+        if stalled {
+            return true;
+        }
         let ack = self.take_ack(dst);
         self.frames.push((
             dst,
@@ -254,6 +273,8 @@ impl<P: Clone> LinkCore<P> {
         }
         if o.unacked.len() < before {
             o.last_progress = now;
+            o.last_ack = now;
+            o.down = false;
             o.backoff = base;
             o.dropped = 0;
             if o.unreachable_reported {
@@ -266,7 +287,20 @@ impl<P: Clone> LinkCore<P> {
     /// The transport re-established a connection to `peer`: whatever was queued on
     /// the old one may be lost, so retransmit everything unacknowledged now.
     pub fn reconnected(&mut self, peer: NodeId) {
+        if let Some(o) = self.out.get_mut(&peer) {
+            o.down = false;
+            o.last_ack = self.now;
+        }
         self.retransmit(peer);
+    }
+
+    /// The transport lost the connection to `peer`: hold new payloads for it until
+    /// it comes back (or the back-off retransmission, which also makes the
+    /// transport try to reconnect).
+    pub fn disconnected(&mut self, peer: NodeId) {
+        if let Some(o) = self.out.get_mut(&peer) {
+            o.down = true;
+        }
     }
 
     fn retransmit(&mut self, peer: NodeId) {

@@ -168,3 +168,36 @@ fn a_silent_peer_is_reported_and_memory_stays_bounded() {
         "{ev:?}"
     );
 }
+
+#[test]
+fn a_silent_peer_gets_no_new_frames_until_it_acknowledges_or_reconnects() {
+    let b = addr(2);
+    let mut la: LinkCore<u64> = LinkCore::new(cfg(1));
+    let mut frames = Vec::new();
+    la.send(b, 0);
+    la.take_frames(&mut frames);
+    assert_eq!(frames.len(), 1);
+    frames.clear();
+    for _ in 0..5 {
+        la.tick(); // one retransmission period without an acknowledgement
+    }
+    la.take_frames(&mut frames); // the retransmission of payload 0
+    frames.clear();
+    for i in 1..100 {
+        la.send(b, i);
+    }
+    la.take_frames(&mut frames);
+    assert!(
+        frames.is_empty(),
+        "{} frames went to a silent peer",
+        frames.len()
+    );
+    la.reconnected(b);
+    la.take_frames(&mut frames);
+    let sent: Vec<u64> = frames
+        .iter()
+        .flat_map(|(_, f)| f.payloads.clone())
+        .collect();
+    assert_eq!(sent, (0..100).collect::<Vec<u64>>());
+    assert_eq!(la.unacked(b), 100);
+}
