@@ -56,6 +56,7 @@ kvstore {
 CONF
         "$BIN" start --config "$OUT/node$i.conf" 2> "$OUT/node$i.log" &
         PIDS+=($!)
+        disown $! # killed at the end; no job-control message
     done
     ENDPOINT="127.0.0.1:${ports[0]}"
     # Wait (bounded) until the cluster answers.
