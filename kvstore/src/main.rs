@@ -293,7 +293,7 @@ fn start(path: &std::path::Path, level: slog::Level) -> ExitCode {
 
 fn start_node(cfg: NodeConfig, level: slog::Level) -> Result<(Runtime, Node), String> {
     let logger = logging::kompact_logger(level, &cfg.address.to_string());
-    let rt = Runtime::start(cfg.address, 1, Some(logger))?;
+    let rt = Runtime::start(cfg.address, 2, Some(logger))?;
     let incarnation = kv_client::random_client_id();
     let node = Node::start(&rt.system, cfg, rt.timer(), rt.net(), incarnation);
     Ok((rt, node))
