@@ -6,11 +6,11 @@ use std::time::Duration;
 use kompact::prelude::*;
 use kv_ports::{
     BallotLeaderElection, Leader, NodeId, PartitionId, PerfectLink, PlIndication, PlPayload,
-    PlRequest, Timeout, Timer,
+    PlRequest, Timer,
 };
 use kv_protocols::ble::{Ble, BleConfig, BleEvent, BleMsg};
 
-use crate::ticker::{Ticker, ticks};
+use crate::ticker::{Ticker, tick_driven_component, ticks};
 
 /// Settings of one leader election instance.
 #[derive(Clone, Debug)]
@@ -89,18 +89,6 @@ impl BleComp {
     }
 }
 
-impl ComponentLifecycle for BleComp {
-    fn on_start(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.start());
-        Handled::OK
-    }
-
-    fn on_stop(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.stop());
-        Handled::OK
-    }
-}
-
 impl Provide<BallotLeaderElection> for BleComp {
     fn handle(&mut self, req: Never) -> HandlerResult {
         match req {}
@@ -125,24 +113,4 @@ impl Require<PerfectLink> for BleComp {
     }
 }
 
-impl Require<Timer> for BleComp {
-    fn handle(&mut self, t: Timeout) -> HandlerResult {
-        if self.ticker.is_mine(&t) {
-            self.core.tick();
-            self.flush();
-        }
-        Handled::OK
-    }
-}
-
-impl Actor for BleComp {
-    type Message = Never;
-
-    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
-        match msg {}
-    }
-
-    fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
-        Handled::OK
-    }
-}
+tick_driven_component!(BleComp);

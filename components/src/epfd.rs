@@ -7,12 +7,12 @@ use std::time::Duration;
 use kompact::prelude::*;
 use kv_ports::{
     EpfdIndication, EpfdRequest, EventuallyPerfectFailureDetector, NodeId, PerfectLink,
-    PlIndication, PlPayload, PlRequest, Timeout, Timer,
+    PlIndication, PlPayload, PlRequest, Timer,
 };
 use kv_protocols::epfd::{Epfd, EpfdConfig, EpfdEvent, EpfdMsg};
 
 use crate::metrics::{Metrics, inc};
-use crate::ticker::{Ticker, ticks};
+use crate::ticker::{Ticker, tick_driven_component, ticks};
 
 /// Settings of the failure detector.
 #[derive(Clone, Debug)]
@@ -100,18 +100,6 @@ impl EpfdComp {
     }
 }
 
-impl ComponentLifecycle for EpfdComp {
-    fn on_start(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.start());
-        Handled::OK
-    }
-
-    fn on_stop(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.stop());
-        Handled::OK
-    }
-}
-
 impl Provide<EventuallyPerfectFailureDetector> for EpfdComp {
     fn handle(&mut self, req: EpfdRequest) -> HandlerResult {
         match req {
@@ -137,24 +125,4 @@ impl Require<PerfectLink> for EpfdComp {
     }
 }
 
-impl Require<Timer> for EpfdComp {
-    fn handle(&mut self, t: Timeout) -> HandlerResult {
-        if self.ticker.is_mine(&t) {
-            self.core.tick();
-            self.flush();
-        }
-        Handled::OK
-    }
-}
-
-impl Actor for EpfdComp {
-    type Message = Never;
-
-    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
-        match msg {}
-    }
-
-    fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
-        Handled::OK
-    }
-}
+tick_driven_component!(EpfdComp);

@@ -10,11 +10,11 @@ use std::time::Duration;
 use kompact::prelude::*;
 use kv_ports::{
     LinkAck, LinkFrame, NetIndication, NetMessage, NetRequest, Network, NodeId, PerfectLink,
-    PlIndication, PlPayload, PlRequest, Timeout, Timer,
+    PlIndication, PlPayload, PlRequest, Timer,
 };
 use kv_protocols::link::{Ack, Frame, LinkConfig, LinkCore, LinkEvent};
 
-use crate::ticker::{Ticker, ticks};
+use crate::ticker::{Ticker, tick_driven_component, ticks};
 
 /// Retransmissions are packed into frames of at most this many (estimated) bytes:
 /// kompact-net fails to decode frames much larger than one buffer chunk (128 KiB).
@@ -187,18 +187,6 @@ impl PerfectLinkComp {
     }
 }
 
-impl ComponentLifecycle for PerfectLinkComp {
-    fn on_start(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.start());
-        Handled::OK
-    }
-
-    fn on_stop(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.stop());
-        Handled::OK
-    }
-}
-
 impl Provide<PerfectLink> for PerfectLinkComp {
     fn handle(&mut self, req: PlRequest) -> HandlerResult {
         match req {
@@ -241,24 +229,4 @@ impl Require<Network> for PerfectLinkComp {
     }
 }
 
-impl Require<Timer> for PerfectLinkComp {
-    fn handle(&mut self, t: Timeout) -> HandlerResult {
-        if self.ticker.is_mine(&t) {
-            self.core.tick();
-            self.flush();
-        }
-        Handled::OK
-    }
-}
-
-impl Actor for PerfectLinkComp {
-    type Message = Never;
-
-    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
-        match msg {}
-    }
-
-    fn receive_network(&mut self, _msg: kompact::prelude::NetMessage) -> HandlerResult {
-        Handled::OK
-    }
-}
+tick_driven_component!(PerfectLinkComp);

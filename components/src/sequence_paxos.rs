@@ -7,14 +7,13 @@ use std::time::Duration;
 use kompact::prelude::*;
 use kv_ports::{
     BallotLeaderElection, KvCommand, Leader, NodeId, PartitionId, PerfectLink, PlIndication,
-    PlPayload, PlRequest, ReplicaStatus, ScIndication, ScRequest, SequenceConsensus, Timeout,
-    Timer,
+    PlPayload, PlRequest, ReplicaStatus, ScIndication, ScRequest, SequenceConsensus, Timer,
 };
 use kv_protocols::sequence_paxos::messages::PaxosMsg;
 use kv_protocols::sequence_paxos::{PaxosConfig, PaxosEvent, SequencePaxos};
 
 use crate::metrics::{PartitionMetrics, inc};
-use crate::ticker::{Ticker, ticks};
+use crate::ticker::{Ticker, tick_driven_component, ticks};
 
 /// Settings of one Sequence Paxos replica.
 #[derive(Clone, Debug)]
@@ -182,18 +181,6 @@ impl SequencePaxosComp {
     }
 }
 
-impl ComponentLifecycle for SequencePaxosComp {
-    fn on_start(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.start());
-        Handled::OK
-    }
-
-    fn on_stop(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.stop());
-        Handled::OK
-    }
-}
-
 impl Provide<SequenceConsensus> for SequencePaxosComp {
     fn handle(&mut self, req: ScRequest) -> HandlerResult {
         match req {
@@ -243,24 +230,4 @@ impl Require<PerfectLink> for SequencePaxosComp {
     }
 }
 
-impl Require<Timer> for SequencePaxosComp {
-    fn handle(&mut self, t: Timeout) -> HandlerResult {
-        if self.ticker.is_mine(&t) {
-            self.core.tick();
-            self.flush();
-        }
-        Handled::OK
-    }
-}
-
-impl Actor for SequencePaxosComp {
-    type Message = Never;
-
-    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
-        match msg {}
-    }
-
-    fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
-        Handled::OK
-    }
-}
+tick_driven_component!(SequencePaxosComp);

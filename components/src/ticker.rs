@@ -54,3 +54,49 @@ pub fn ticks(d: Duration, tick: Duration) -> u64 {
     let t = tick.as_nanos().max(1);
     ((d.as_nanos() / t) as u64).max(1)
 }
+
+/// The shared shape of a component that drives a sans-IO core with ticks: start
+/// and stop its [`Ticker`] with the component, on each of its own timeouts call
+/// `self.core.tick()` then `self.flush()`, and take no actor messages.
+///
+/// The component needs the fields `timer_port: RequiredPort<Timer>`,
+/// `ticker: Ticker` and `core` (with `tick()`), and a method `flush(&mut self)`.
+macro_rules! tick_driven_component {
+    ($comp:ty) => {
+        impl ComponentLifecycle for $comp {
+            fn on_start(&mut self) -> HandlerResult {
+                self.timer_port.trigger(self.ticker.start());
+                Handled::OK
+            }
+
+            fn on_stop(&mut self) -> HandlerResult {
+                self.timer_port.trigger(self.ticker.stop());
+                Handled::OK
+            }
+        }
+
+        impl Require<kv_ports::Timer> for $comp {
+            fn handle(&mut self, t: kv_ports::Timeout) -> HandlerResult {
+                if self.ticker.is_mine(&t) {
+                    self.core.tick();
+                    self.flush();
+                }
+                Handled::OK
+            }
+        }
+
+        impl Actor for $comp {
+            type Message = Never;
+
+            fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
+                match msg {}
+            }
+
+            fn receive_network(&mut self, _msg: kompact::prelude::NetMessage) -> HandlerResult {
+                Handled::OK
+            }
+        }
+    };
+}
+
+pub(crate) use tick_driven_component;
