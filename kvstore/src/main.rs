@@ -230,21 +230,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            let addr = match kv_client::resolve(endpoint.endpoint.as_str()) {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("kvstore: --endpoint {}: {e}", endpoint.endpoint);
-                    return ExitCode::from(EXIT_USAGE);
-                }
+            let client = match client_options(&endpoint) {
+                Ok(o) => o,
+                Err(code) => return code,
             };
             if clients == 0 || keys == 0 {
                 eprintln!("kvstore: --clients and --keys must be at least 1");
                 return ExitCode::from(EXIT_USAGE);
             }
-            let mut client = ClientOptions::new(addr);
-            client.cluster = endpoint.cluster.clone();
-            client.deadline = endpoint.timeout;
-            client.request_timeout = (endpoint.timeout / 4).max(Duration::from_millis(50));
             let cfg = bench::BenchConfig {
                 client,
                 clients,
@@ -380,18 +373,22 @@ fn demo(nodes: usize, partitions: u32, replication: usize, level: slog::Level) -
     code
 }
 
-fn connect(ep: &Endpoint) -> Result<Client, ExitCode> {
-    let endpoint = match kv_client::resolve(ep.endpoint.as_str()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("kvstore: --endpoint {}: {e}", ep.endpoint);
-            return Err(ExitCode::from(EXIT_USAGE));
-        }
-    };
+/// Client options from the `--endpoint`, `--cluster` and `--timeout` flags: one
+/// attempt waits a quarter of the timeout before the client tries another node.
+fn client_options(ep: &Endpoint) -> Result<ClientOptions, ExitCode> {
+    let endpoint = kv_client::resolve(ep.endpoint.as_str()).map_err(|e| {
+        eprintln!("kvstore: --endpoint {}: {e}", ep.endpoint);
+        ExitCode::from(EXIT_USAGE)
+    })?;
     let mut opts = ClientOptions::new(endpoint);
     opts.cluster = ep.cluster.clone();
     opts.deadline = ep.timeout;
     opts.request_timeout = (ep.timeout / 4).max(Duration::from_millis(50));
+    Ok(opts)
+}
+
+fn connect(ep: &Endpoint) -> Result<Client, ExitCode> {
+    let opts = client_options(ep)?;
     Client::with_options(opts).map_err(|e| {
         eprintln!("kvstore: {e}");
         match e {

@@ -21,7 +21,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Node, Scratch, WAIT, free_addrs, run, run_with_input, wait_until};
+use common::{Cluster, WAIT, run, run_with_input, wait_until};
 
 /// `limits.max-inflight-per-node` of the test cluster.
 const MAX_INFLIGHT: usize = 8;
@@ -45,39 +45,6 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-fn start_cluster(scratch: &Scratch) -> Vec<Node> {
-    let addrs = free_addrs(3);
-    let bootstrap = addrs[0];
-    let mut nodes = Vec::new();
-    for (i, a) in addrs.iter().enumerate() {
-        let conf = scratch.write(
-            &format!("node{}.conf", i + 1),
-            &format!(
-                "# node {} of the overload test cluster\n\
-                 kvstore {{\n\
-                 \x20 address = \"{a}\"\n\
-                 \x20 bootstrap-address = \"{bootstrap}\"\n\
-                 \x20 boot-threshold = 3\n\
-                 \x20 partitions = 1\n\
-                 \x20 replication-degree = 3\n\
-                 \x20 limits.max-inflight-per-node = {MAX_INFLIGHT}\n\
-                 }}\n",
-                i + 1
-            ),
-        );
-        let log = scratch.path.join(format!("node{}.log", i + 1));
-        let mut node = Node::start(*a, conf, log, "info");
-        if i == 0 {
-            node.wait_for_log("bootstrap server waiting for nodes", WAIT);
-        }
-        nodes.push(node);
-    }
-    for node in &mut nodes {
-        node.wait_for_log("replicas started", WAIT);
-    }
-    nodes
-}
-
 fn wait_served(endpoint: SocketAddr) {
     wait_until(
         &format!("the store is served through {endpoint}"),
@@ -98,8 +65,16 @@ fn wait_served(endpoint: SocketAddr) {
 
 #[test]
 fn a_node_far_past_its_limits_answers_busy_stays_bounded_and_correct() {
-    let scratch = Scratch::new("overload");
-    let mut nodes = start_cluster(&scratch);
+    let mut cluster = Cluster::start_with(
+        "overload",
+        3,
+        1,
+        3,
+        &format!("limits.max-inflight-per-node = {MAX_INFLIGHT}"),
+    );
+    // Declared after `cluster`, so the nodes are killed before its slot is released.
+    let mut nodes = std::mem::take(&mut cluster.nodes);
+    let scratch = &cluster.scratch;
     let ep = nodes[0].address;
     wait_served(ep);
     for n in &nodes {

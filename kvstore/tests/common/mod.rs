@@ -387,6 +387,18 @@ impl Cluster {
     /// bootstrap server first (once it waits for check-ins), then the others; returns
     /// once every node logged that its replicas started.
     pub fn start(name: &str, n: usize, partitions: u32, replication: usize) -> Cluster {
+        Self::start_with(name, n, partitions, replication, "")
+    }
+
+    /// Like [`Cluster::start`], with `extra` HOCON lines added inside every node's
+    /// `kvstore { }` block (e.g. `limits.max-inflight-per-node = 8`).
+    pub fn start_with(
+        name: &str,
+        n: usize,
+        partitions: u32,
+        replication: usize,
+        extra: &str,
+    ) -> Cluster {
         let slot = cluster_slot();
         let scratch = Scratch::new(name);
         let addrs = free_addrs(n);
@@ -403,6 +415,7 @@ impl Cluster {
                      \x20 boot-threshold = {n}\n\
                      \x20 partitions = {partitions}\n\
                      \x20 replication-degree = {replication}\n\
+                     {extra}\n\
                      }}\n",
                     i + 1
                 ),
