@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod network;
 pub mod overlay;
 pub mod perfect_link;
+pub mod receive_buffers;
 pub mod runtime;
 pub mod sequence_paxos;
 pub mod ticker;

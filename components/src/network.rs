@@ -8,11 +8,14 @@
 //! with its sender and dropped, and nothing else is disturbed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use kompact::prelude::*;
 use kompact_net::{NetworkStatus, NetworkStatusPort, NetworkStatusRequest};
 use kv_ports::{NetIndication, NetRequest, Network, NodeId};
 use kv_wire::Wire;
+
+use crate::receive_buffers::{DeferredFreeAllocator, Reclaim};
 
 /// The alias every system registers its network component under.
 pub const NETWORK_ALIAS: &str = "kvstore";
@@ -29,6 +32,9 @@ pub struct TcpNetwork {
     paths: HashMap<NodeId, ActorPath>,
     /// Frames dropped because they could not be decoded.
     pub dropped_frames: u64,
+    /// The network thread's chunk allocator, whose released chunks this component
+    /// frees on [`Reclaim`] (see [`crate::receive_buffers`]).
+    receive_buffers: Option<Arc<DeferredFreeAllocator>>,
 }
 
 impl TcpNetwork {
@@ -40,6 +46,16 @@ impl TcpNetwork {
             status_port: RequiredPort::uninitialised(),
             paths: HashMap::new(),
             dropped_frames: 0,
+            receive_buffers: None,
+        }
+    }
+
+    /// A network provider that frees the chunks `receive_buffers` parks, in order with
+    /// the frames it decodes (see [`crate::receive_buffers`]).
+    pub fn with_receive_buffers(receive_buffers: Arc<DeferredFreeAllocator>) -> Self {
+        TcpNetwork {
+            receive_buffers: Some(receive_buffers),
+            ..Self::new()
         }
     }
 
@@ -112,10 +128,13 @@ impl Require<NetworkStatusPort> for TcpNetwork {
 }
 
 impl Actor for TcpNetwork {
-    type Message = Never;
+    type Message = Reclaim;
 
-    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
-        match msg {}
+    fn receive_local(&mut self, Reclaim(upto): Reclaim) -> HandlerResult {
+        if let Some(buffers) = &self.receive_buffers {
+            buffers.reclaim(upto);
+        }
+        Handled::OK
     }
 
     fn receive_network(&mut self, msg: NetMessage) -> HandlerResult {

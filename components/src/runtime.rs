@@ -13,6 +13,7 @@ use kv_ports::{Network, Timer};
 
 use crate::connect::{Connector, connector};
 use crate::network::{NETWORK_ALIAS, TcpNetwork};
+use crate::receive_buffers::DeferredFreeAllocator;
 use crate::timer::WallTimer;
 
 /// Largest network frame (bytes) a system can receive: one kompact-net buffer chunk.
@@ -28,6 +29,8 @@ pub struct Runtime {
     pub timer: Arc<Component<WallTimer>>,
     /// The address the system listens on (the bound port when 0 was asked for).
     pub address: SocketAddr,
+    /// The network thread's chunk allocator.
+    pub receive_buffers: Arc<DeferredFreeAllocator>,
 }
 
 impl Runtime {
@@ -47,16 +50,22 @@ impl Runtime {
         // snapshots. Retransmissions are packed far below that (PerfectLink).
         let mut buffers = kompact::net::buffers::BufferConfig::default();
         buffers.chunk_size(MAX_FRAME);
+        // Chunks are freed only after the network component has decoded every frame
+        // leased from them (kompact 0.12 frees them early when a channel is replaced).
+        let receive_buffers = Arc::new(DeferredFreeAllocator::new(MAX_FRAME));
         cfg.system_components(
             DeadletterBox::new,
-            NetworkConfig::with_buffer_config(bind, buffers).build(),
+            NetworkConfig::with_custom_allocator(bind, buffers, receive_buffers.clone()).build(),
         );
         let system = cfg
             .build()
             .wait()
             .map_err(|e| format!("cannot start on {bind}: {e}"))?;
         let address = system.system_path().socket_address();
-        let network = system.create(TcpNetwork::new);
+        let network = {
+            let receive_buffers = receive_buffers.clone();
+            system.create(move || TcpNetwork::with_receive_buffers(receive_buffers))
+        };
         network.on_definition(|c| system.connect_network_status_port(&mut c.status_port));
         let timer = system.create(WallTimer::new);
         system
@@ -64,6 +73,7 @@ impl Runtime {
             .wait_timeout(Duration::from_secs(10))
             .map_err(|_| "timed out registering the network component".to_string())?
             .map_err(|e| format!("cannot register the network component: {e:?}"))?;
+        receive_buffers.set_reaper(network.actor_ref());
         system
             .start_notify(&network)
             .wait_timeout(Duration::from_secs(10))
@@ -77,6 +87,7 @@ impl Runtime {
             network,
             timer,
             address,
+            receive_buffers,
         })
     }
 

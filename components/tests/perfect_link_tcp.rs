@@ -315,12 +315,17 @@ fn ten_thousand_messages_each_way_exactly_once_in_order_across_cuts() {
     println!(
         "perfect link over TCP: {TOTAL} payloads each way ({a_to_b} → B, {b_to_a} → A) \
          exactly once and in order in {:.1?}; {cuts} cuts (blocking A, B, both in turn), \
-         reconnections seen: A {ra}, B {rb}",
+         reconnections seen: A {ra}, B {rb}; receive chunks released A {ca}, B {cb}, \
+         still parked A {pa}, B {pb}",
         started.elapsed(),
         a_to_b = b.delivered(),
         b_to_a = a.delivered(),
         ra = a.reconnects(),
         rb = b.reconnects(),
+        ca = a.rt.receive_buffers.released(),
+        cb = b.rt.receive_buffers.released(),
+        pa = a.rt.receive_buffers.parked(),
+        pb = b.rt.receive_buffers.parked(),
     );
     assert!(cuts >= 5, "the connection was cut only {cuts} times");
 }
