@@ -78,6 +78,11 @@ pub enum ClientCommand {
     },
     /// Fulfil the promise with the component's counters.
     Stats(KPromise<ClientStats>),
+    /// Send the requests gathered since the last flush, one message per node. The
+    /// component sends this to itself when it queues the first request of a burst,
+    /// so every operation submitted before the flush is handled travels in the same
+    /// message; sending it from outside is harmless.
+    Flush,
 }
 
 #[derive(Debug)]
@@ -145,6 +150,9 @@ pub struct ClientComp {
     hints: BTreeMap<u32, NodeId>,
     rng: SplitMix64,
     stats: ClientStats,
+    /// Requests waiting for the next [`ClientCommand::Flush`], by destination.
+    outbox: BTreeMap<NodeId, Vec<ClientRequest>>,
+    flush_pending: bool,
 }
 
 impl ClientComp {
@@ -171,6 +179,8 @@ impl ClientComp {
             hints: BTreeMap::new(),
             rng: SplitMix64::new(s.client_id),
             stats: ClientStats::default(),
+            outbox: BTreeMap::new(),
+            flush_pending: false,
             s,
         }
     }
@@ -280,7 +290,37 @@ impl ClientComp {
             op: cur.op.clone(),
         };
         let dst = cur.target;
-        self.send(dst, ClientMessage::Request(req));
+        self.outbox.entry(dst).or_default().push(req);
+        if !self.flush_pending {
+            self.flush_pending = true;
+            self.actor_ref().tell(ClientCommand::Flush);
+        }
+    }
+
+    fn flush(&mut self) {
+        self.flush_pending = false;
+        for (dst, mut reqs) in std::mem::take(&mut self.outbox) {
+            let msg = if reqs.len() == 1 {
+                ClientMessage::Request(reqs.pop().expect("one request"))
+            } else {
+                ClientMessage::Requests(reqs)
+            };
+            self.send(dst, msg);
+        }
+    }
+
+    fn on_response(&mut self, src: NodeId, client: ClientId, seq: u64, result: KvResult) {
+        if self.is_current(client, seq) {
+            if let Some(p) = self
+                .sessions
+                .get(&client)
+                .and_then(|s| s.current.as_ref())
+                .and_then(|c| self.partition_of(&c.op))
+            {
+                self.hints.insert(p, src);
+            }
+            self.complete(client, Ok(result));
+        }
     }
 
     fn fail_over(&mut self, session: ClientId) {
@@ -393,17 +433,10 @@ impl ClientComp {
                 client,
                 seq,
                 result,
-            } => {
-                if self.is_current(client, seq) {
-                    if let Some(p) = self
-                        .sessions
-                        .get(&client)
-                        .and_then(|s| s.current.as_ref())
-                        .and_then(|c| self.partition_of(&c.op))
-                    {
-                        self.hints.insert(p, src);
-                    }
-                    self.complete(client, Ok(result));
+            } => self.on_response(src, client, seq, result),
+            ClientMessage::Responses(rs) => {
+                for r in rs {
+                    self.on_response(src, r.client, r.seq, r.result);
                 }
             }
             ClientMessage::Refused { seq: 0, reason, .. } => {
@@ -457,7 +490,9 @@ impl ClientComp {
                     ),
                 }
             }
-            ClientMessage::Connect { .. } | ClientMessage::Request(_) => {}
+            ClientMessage::Connect { .. }
+            | ClientMessage::Request(_)
+            | ClientMessage::Requests(_) => {}
         }
     }
 
@@ -543,6 +578,7 @@ impl Actor for ClientComp {
             ClientCommand::Stats(p) => {
                 let _ = p.fulfil(self.stats);
             }
+            ClientCommand::Flush => self.flush(),
         }
         Handled::OK
     }

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use kompact::prelude::*;
 use kv_ports::{
-    ClientMessage, KvCommand, KvOp, NodeId, PartitionId, Refusal, Routed, Routing, RoutingRequest,
-    ScIndication, ScRequest, SequenceConsensus, Snapshot, Timeout, Timer,
+    ClientMessage, ClientRequest, ClientResponse, KvCommand, KvOp, NodeId, PartitionId, Refusal,
+    Routed, Routing, RoutingRequest, ScIndication, ScRequest, SequenceConsensus, Snapshot, Timeout,
+    Timer,
 };
 use kv_protocols::kv::{Applied, KvState};
 
@@ -152,7 +153,7 @@ impl KvReplica {
         self
     }
 
-    fn refuse(&mut self, to: NodeId, req: &kv_ports::ClientRequest, reason: Refusal) {
+    fn refuse(&mut self, to: NodeId, req: &ClientRequest, reason: Refusal) {
         self.metrics
             .count_op(OpKind::of(&req.op), Outcome::of_refusal(&reason));
         self.send_client(
@@ -170,13 +171,26 @@ impl KvReplica {
     }
 
     fn on_routed(&mut self, r: Routed) {
-        let req = r.request;
+        let mut proposals = Vec::with_capacity(r.requests.len());
+        for req in r.requests {
+            if let Some(cmd) = self.admit(r.reply_to, req) {
+                proposals.push(cmd);
+            }
+        }
+        if !proposals.is_empty() {
+            self.sc_port.trigger(ScRequest::Propose(proposals));
+        }
+    }
+
+    /// Checks one request; returns the command to propose, or answers it (refusal,
+    /// or the planted local read) and returns `None`.
+    fn admit(&mut self, reply_to: NodeId, req: ClientRequest) -> Option<KvCommand> {
         if let Err(reason) = check_limits(&req.op, self.s.max_key_bytes, self.s.max_value_bytes) {
             info!(self.ctx.log(), "request refused";
-                "partition" => self.s.partition, "client" => %r.reply_to, "seq" => req.seq,
+                "partition" => self.s.partition, "client" => %reply_to, "seq" => req.seq,
                 "reason" => %reason);
-            self.refuse(r.reply_to, &req, reason);
-            return;
+            self.refuse(reply_to, &req, reason);
+            return None;
         }
         if self.planted_bug == Some(PlantedBug::LocalRead)
             && let KvOp::Get { key } = &req.op
@@ -191,8 +205,8 @@ impl KvReplica {
                 seq: req.seq,
                 result,
             };
-            self.send_client(r.reply_to, msg);
-            return;
+            self.send_client(reply_to, msg);
+            return None;
         }
         let key = (req.client, req.seq);
         if !self.inflight.contains_key(&key) && self.inflight.len() >= self.s.max_inflight {
@@ -200,23 +214,53 @@ impl KvReplica {
             // kvstore_operations_total{outcome="busy"} counts them.
             debug!(self.ctx.log(), "refusing request: too many in flight";
                 "partition" => self.s.partition, "inflight" => self.inflight.len());
-            self.refuse(r.reply_to, &req, Refusal::Busy);
-            return;
+            self.refuse(reply_to, &req, Refusal::Busy);
+            return None;
         }
         self.inflight.insert(key, (self.now_ms, Instant::now()));
-        self.sc_port.trigger(ScRequest::Propose(KvCommand {
+        Some(KvCommand {
             client: req.client,
             seq: req.seq,
-            reply_to: r.reply_to,
+            reply_to,
             origin: self.s.me,
             stamp_ms: self.now_ms,
             op: req.op,
-        }));
+        })
     }
 
-    fn on_decided(&mut self, idx: u64, cmd: KvCommand) {
+    /// Applies a run of decided entries and answers the clients of this replica's own
+    /// proposals among them, one message per client address.
+    fn on_decided(&mut self, first: u64, cmds: Vec<KvCommand>) {
+        let mut answers: BTreeMap<NodeId, Vec<ClientResponse>> = BTreeMap::new();
+        for (idx, cmd) in (first..).zip(cmds) {
+            if let Some((to, answer)) = self.apply_decided(idx, cmd) {
+                answers.entry(to).or_default().push(answer);
+            }
+        }
+        for (to, mut batch) in answers {
+            let msg = if batch.len() == 1 {
+                let ClientResponse {
+                    client,
+                    seq,
+                    result,
+                } = batch.pop().expect("one answer");
+                ClientMessage::Response {
+                    client,
+                    seq,
+                    result,
+                }
+            } else {
+                ClientMessage::Responses(batch)
+            };
+            self.send_client(to, msg);
+        }
+    }
+
+    /// Applies one decided entry; returns the answer to send when this replica
+    /// proposed it.
+    fn apply_decided(&mut self, idx: u64, cmd: KvCommand) -> Option<(NodeId, ClientResponse)> {
         if idx < self.applied {
-            return; // covered by a snapshot we installed
+            return None; // covered by a snapshot we installed
         }
         if idx != self.applied {
             error!(self.ctx.log(), "decided entries out of order";
@@ -224,6 +268,7 @@ impl KvReplica {
         }
         let applied = self.state.apply(&cmd);
         self.applied = idx + 1;
+        let mut answer = None;
         if cmd.origin == self.s.me {
             let started = self.inflight.remove(&(cmd.client, cmd.seq));
             match applied {
@@ -233,14 +278,14 @@ impl KvReplica {
                     if let Some((_, at)) = started {
                         self.metrics.observe_latency(op, at.elapsed());
                     }
-                    self.send_client(
+                    answer = Some((
                         cmd.reply_to,
-                        ClientMessage::Response {
+                        ClientResponse {
                             client: cmd.client,
                             seq: cmd.seq,
                             result,
                         },
-                    );
+                    ));
                 }
                 Applied::Stale { .. } => {}
             }
@@ -254,6 +299,7 @@ impl KvReplica {
                 data: self.state.encode_snapshot(),
             }));
         }
+        answer
     }
 
     fn on_snapshot(&mut self, s: Snapshot) {
@@ -315,7 +361,7 @@ impl ComponentLifecycle for KvReplica {
 impl Require<SequenceConsensus> for KvReplica {
     fn handle(&mut self, ind: ScIndication) -> HandlerResult {
         match ind {
-            ScIndication::Decided { idx, cmd } => self.on_decided(idx, cmd),
+            ScIndication::Decided { idx, cmds } => self.on_decided(idx, cmds),
             ScIndication::Dropped(cmd) => {
                 // The client retries with the same sequence number; the session
                 // makes that safe.

@@ -168,30 +168,44 @@ impl Overlay {
                     },
                 );
             }
-            ClientMessage::Request(req) => self.on_request(src, req),
+            ClientMessage::Request(req) => self.on_requests(src, vec![req]),
+            ClientMessage::Requests(reqs) => self.on_requests(src, reqs),
             other => {
                 debug!(self.ctx.log(), "ignoring unexpected client message"; "from" => %src, "msg" => ?other);
             }
         }
     }
 
-    fn on_request(&mut self, src: NodeId, req: ClientRequest) {
-        if let Err(reason) = check_limits(&req.op, self.s.max_key_bytes, self.s.max_value_bytes) {
-            self.refuse_request(src, &req, reason);
-            return;
+    /// Checks the requests of one client message at the edge and routes them, one
+    /// batch per partition, in the order the client sent them.
+    fn on_requests(&mut self, src: NodeId, reqs: Vec<ClientRequest>) {
+        let mut by_partition: BTreeMap<PartitionId, Vec<ClientRequest>> = BTreeMap::new();
+        let table = self.table.clone();
+        for req in reqs {
+            if let Err(reason) = check_limits(&req.op, self.s.max_key_bytes, self.s.max_value_bytes)
+            {
+                self.refuse_request(src, &req, reason);
+                continue;
+            }
+            let Some(table) = &table else {
+                let r = self.not_ready();
+                self.refuse_request(src, &req, r);
+                continue;
+            };
+            by_partition
+                .entry(table.partition_for_key(req.op.key()))
+                .or_default()
+                .push(req);
         }
-        let Some(table) = self.table.clone() else {
-            let r = self.not_ready();
-            self.refuse_request(src, &req, r);
-            return;
-        };
-        let partition = table.partition_for_key(req.op.key());
-        let routed = Routed {
-            partition,
-            request: req,
-            reply_to: src,
-        };
-        self.route(&table, routed);
+        let Some(table) = table else { return };
+        for (partition, requests) in by_partition {
+            let routed = Routed {
+                partition,
+                requests,
+                reply_to: src,
+            };
+            self.route(&table, routed);
+        }
     }
 
     fn route(&mut self, table: &LookupTable, routed: Routed) {

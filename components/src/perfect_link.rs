@@ -23,12 +23,15 @@ const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// A cheap upper estimate of a payload's encoded size.
 fn approx_size(p: &Arc<PlPayload>) -> usize {
     use kv_protocols::sequence_paxos::messages::PaxosMsg;
-    fn cmd(c: &kv_ports::KvCommand) -> usize {
-        64 + match &c.op {
+    fn op(o: &kv_ports::KvOp) -> usize {
+        64 + match o {
             kv_ports::KvOp::Get { key } => key.len(),
             kv_ports::KvOp::Put { key, value } => key.len() + value.len(),
             kv_ports::KvOp::Cas { key, expected, new } => key.len() + expected.len() + new.len(),
         }
+    }
+    fn cmd(c: &kv_ports::KvCommand) -> usize {
+        op(&c.op)
     }
     64 + match &**p {
         PlPayload::Paxos { msg, .. } => match msg {
@@ -44,7 +47,7 @@ fn approx_size(p: &Arc<PlPayload>) -> usize {
             PaxosMsg::ProposalForward(v) => v.iter().map(cmd).sum(),
             _ => 0,
         },
-        PlPayload::Forward(r) => 64 + r.request.op.key().len() * 3,
+        PlPayload::Forward(r) => r.requests.iter().map(|q| op(&q.op)).sum(),
         PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(t)) => 32 * t.nodes.len() * 4,
         PlPayload::Bootstrap(kv_ports::BootstrapMsg::CheckIn { cluster }) => cluster.len(),
         PlPayload::Bootstrap(kv_ports::BootstrapMsg::Rejected { reason }) => reason.len(),

@@ -150,9 +150,23 @@ impl SequencePaxosComp {
             });
         }
         self.core.take_events(&mut self.events);
+        // Consecutive decided entries go up as one indication.
+        let mut run: Option<(u64, Vec<KvCommand>)> = None;
         for e in self.events.drain(..) {
             let ind = match e {
-                PaxosEvent::Decided { idx, entry } => ScIndication::Decided { idx, cmd: entry },
+                PaxosEvent::Decided { idx, entry } => {
+                    match &mut run {
+                        Some((first, cmds)) if *first + cmds.len() as u64 == idx => {
+                            cmds.push(entry)
+                        }
+                        _ => {
+                            if let Some((idx, cmds)) = run.replace((idx, vec![entry])) {
+                                self.sc_port.trigger(ScIndication::Decided { idx, cmds });
+                            }
+                        }
+                    }
+                    continue;
+                }
                 PaxosEvent::Dropped(cmd) => {
                     inc(&self.metrics.proposals_dropped);
                     ScIndication::Dropped(cmd)
@@ -163,7 +177,13 @@ impl SequencePaxosComp {
                     ScIndication::InstallSnapshot(s)
                 }
             };
+            if let Some((idx, cmds)) = run.take() {
+                self.sc_port.trigger(ScIndication::Decided { idx, cmds });
+            }
             self.sc_port.trigger(ind);
+        }
+        if let Some((idx, cmds)) = run.take() {
+            self.sc_port.trigger(ScIndication::Decided { idx, cmds });
         }
         let leader = self.core.leader();
         if leader != self.leader {
@@ -184,9 +204,11 @@ impl SequencePaxosComp {
 impl Provide<SequenceConsensus> for SequencePaxosComp {
     fn handle(&mut self, req: ScRequest) -> HandlerResult {
         match req {
-            ScRequest::Propose(cmd) => {
-                inc(&self.metrics.proposals);
-                self.core.propose(cmd);
+            ScRequest::Propose(cmds) => {
+                self.metrics
+                    .proposals
+                    .fetch_add(cmds.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                self.core.propose_all(cmds);
             }
             ScRequest::Snapshot(s) => self.core.set_snapshot(s),
         }

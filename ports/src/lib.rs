@@ -220,8 +220,9 @@ impl Port for BallotLeaderElection {
 /// Requests on the [`SequenceConsensus`] port.
 #[derive(Clone, Debug)]
 pub enum ScRequest {
-    /// Append a command to the replicated log.
-    Propose(KvCommand),
+    /// Append commands to the replicated log, in this order (they may share one
+    /// Accept round).
+    Propose(Vec<KvCommand>),
     /// The state after applying entries `0..snapshot.idx`; lets the log be trimmed.
     Snapshot(Snapshot),
 }
@@ -229,13 +230,14 @@ pub enum ScRequest {
 /// Indications on the [`SequenceConsensus`] port.
 #[derive(Clone, Debug)]
 pub enum ScIndication {
-    /// Entry `idx` of the log is decided. Delivered exactly once per index, in order,
-    /// except for indexes covered by an `InstallSnapshot`.
+    /// Entries `idx, idx + 1, ...` of the log are decided: one indication per run of
+    /// consecutive entries decided together (never empty). Every index is delivered
+    /// exactly once, in order, except for indexes covered by an `InstallSnapshot`.
     Decided {
-        /// Log index.
+        /// Log index of `cmds[0]`.
         idx: u64,
-        /// The decided command.
-        cmd: KvCommand,
+        /// The decided commands, in log order.
+        cmds: Vec<KvCommand>,
     },
     /// A proposal this replica knows will not be decided through it (leadership
     /// changed and no leader could take it over); the proposer may retry.
@@ -279,14 +281,15 @@ impl Port for Bootstrapping {
 // ---------------------------------------------------------------------------------
 // Routing (Overlay → the replicas on this node)
 
-/// A client request routed to a partition's replica on this node.
+/// Client requests routed to a partition's replica: the requests of one client
+/// address whose keys belong to `partition`, in the order the client sent them.
 #[derive(Clone, Debug)]
 pub struct Routed {
-    /// The partition that owns the key.
+    /// The partition that owns the keys.
     pub partition: PartitionId,
-    /// The request.
-    pub request: ClientRequest,
-    /// Where the client listens for the answer.
+    /// The requests.
+    pub requests: Vec<ClientRequest>,
+    /// Where the client listens for the answers.
     pub reply_to: NodeId,
 }
 

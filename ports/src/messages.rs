@@ -105,6 +105,17 @@ pub struct ClientRequest {
     pub op: KvOp,
 }
 
+/// The result of one operation, as carried in [`ClientMessage::Responses`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientResponse {
+    /// The session the answer is for.
+    pub client: ClientId,
+    /// The client's sequence number.
+    pub seq: u64,
+    /// The decided result.
+    pub result: KvResult,
+}
+
 /// Why a node refused or could not serve a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -150,6 +161,9 @@ pub enum ClientMessage {
     },
     /// Client → node: an operation.
     Request(ClientRequest),
+    /// Client → node: several operations (of different sessions) in one message.
+    /// A node treats it exactly as the same `Request`s one after another.
+    Requests(Vec<ClientRequest>),
     /// Node → client: the result of operation `seq`.
     Response {
         /// The session the answer is for (several sessions may share an address).
@@ -159,6 +173,9 @@ pub enum ClientMessage {
         /// The decided result.
         result: KvResult,
     },
+    /// Node → client: the results of several operations (of sessions that share the
+    /// client's address) in one message; the same as that many `Response`s.
+    Responses(Vec<ClientResponse>),
     /// Node → client: the request (or connect, when `seq` is 0) was refused.
     Refused {
         /// The session the answer is for (0 for a Connect).

@@ -355,21 +355,23 @@ impl Require<SequenceConsensus> for ReplicaWatcher {
             ScIndication::LeaderChanged(b) => {
                 o.leaders.insert((self.node, self.partition), b);
             }
-            ScIndication::Decided { idx, cmd } => {
-                let key = (self.partition, idx);
-                match o.decided.get(&key) {
-                    None => {
-                        o.decided.insert(key, (cmd, self.node));
+            ScIndication::Decided { idx: first, cmds } => {
+                for (idx, cmd) in (first..).zip(cmds) {
+                    let key = (self.partition, idx);
+                    match o.decided.get(&key) {
+                        None => {
+                            o.decided.insert(key, (cmd, self.node));
+                        }
+                        Some((first, by)) if *first != cmd => {
+                            let msg = format!(
+                                "replicas disagree on partition {} entry {idx}: server {by} \
+                                 decided {first:?}, server {} decided {cmd:?}",
+                                self.partition, self.node
+                            );
+                            o.problems.push(msg);
+                        }
+                        Some(_) => {}
                     }
-                    Some((first, by)) if *first != cmd => {
-                        let msg = format!(
-                            "replicas disagree on partition {} entry {idx}: server {by} decided \
-                             {first:?}, server {} decided {cmd:?}",
-                            self.partition, self.node
-                        );
-                        o.problems.push(msg);
-                    }
-                    Some(_) => {}
                 }
             }
             _ => {}

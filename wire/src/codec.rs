@@ -27,6 +27,8 @@ pub fn ser_id_of(msg: &NetMessage) -> SerId {
             ClientMessage::ConnectAck { .. } => ids::CONNECT_ACK,
             ClientMessage::Request(_) => ids::REQUEST,
             ClientMessage::Response { .. } => ids::RESPONSE,
+            ClientMessage::Requests(_) => ids::REQUEST_BATCH,
+            ClientMessage::Responses(_) => ids::RESPONSE_BATCH,
             ClientMessage::Refused { .. } => ids::REFUSED,
         },
         NetMessage::Status(m) => match m {
@@ -59,6 +61,14 @@ pub fn encode(msg: &NetMessage, buf: &mut impl BufMut) {
                 partitions,
             } => c::connect_ack_to_pb(entry, nodes, *partitions).encode_raw(buf),
             ClientMessage::Request(r) => c::client_request_to_pb(r).encode_raw(buf),
+            ClientMessage::Requests(rs) => pb::RequestBatch {
+                requests: rs.iter().map(c::client_request_to_pb).collect(),
+            }
+            .encode_raw(buf),
+            ClientMessage::Responses(rs) => pb::ResponseBatch {
+                responses: rs.iter().map(c::client_response_to_pb).collect(),
+            }
+            .encode_raw(buf),
             ClientMessage::Response {
                 client,
                 seq,
@@ -103,6 +113,14 @@ pub fn decode(ser_id: SerId, buf: &mut dyn Buf) -> Result<NetMessage, WireError>
             pb::ClientRequest::decode(buf)?,
         )?)),
         ids::RESPONSE => NetMessage::Client(c::response_from_pb(pb::Response::decode(buf)?)?),
+        ids::REQUEST_BATCH => NetMessage::Client(ClientMessage::Requests(c::map_vec(
+            pb::RequestBatch::decode(buf)?.requests,
+            c::client_request_from_pb,
+        )?)),
+        ids::RESPONSE_BATCH => NetMessage::Client(ClientMessage::Responses(c::map_vec(
+            pb::ResponseBatch::decode(buf)?.responses,
+            c::client_response_from_pb,
+        )?)),
         ids::REFUSED => NetMessage::Client(c::refused_from_pb(pb::Refused::decode(buf)?)?),
         ids::STATUS_REQUEST => NetMessage::Status(StatusMessage::Request(StatusRequest {
             nonce: pb::StatusRequest::decode(buf)?.nonce,
@@ -205,7 +223,14 @@ fn payload_len(p: &PlPayload) -> usize {
                     BootstrapMsg::Boot(t) => table_len(t),
                 }
             }
-            PlPayload::Forward(r) => 2 * U64 + ADDR + LEN + 2 * U64 + op_len(&r.request.op),
+            PlPayload::Forward(r) => {
+                2 * U64
+                    + ADDR
+                    + r.requests
+                        .iter()
+                        .map(|q| LEN + 2 * U64 + op_len(&q.op))
+                        .sum::<usize>()
+            }
         }
 }
 
@@ -240,6 +265,14 @@ pub fn size_hint(msg: &NetMessage) -> usize {
             ClientMessage::ConnectAck { nodes, .. } => ADDR * (1 + nodes.len()),
             ClientMessage::Request(r) => 2 * U64 + op_len(&r.op),
             ClientMessage::Response { result, .. } => U64 + result_len(result),
+            ClientMessage::Requests(rs) => rs
+                .iter()
+                .map(|r| LEN + 2 * U64 + op_len(&r.op))
+                .sum::<usize>(),
+            ClientMessage::Responses(rs) => rs
+                .iter()
+                .map(|r| LEN + 2 * U64 + result_len(&r.result))
+                .sum::<usize>(),
             ClientMessage::Refused { reason, .. } => U64 + 3 * LEN + reason.to_string().len(),
         },
         NetMessage::Status(StatusMessage::Request(_)) => U64,
@@ -353,6 +386,8 @@ pub fn unpack(data: NetData) -> Result<NetMessage, WireError> {
         ids::CONNECT_ACK => with!(ids::CONNECT_ACK),
         ids::REQUEST => with!(ids::REQUEST),
         ids::RESPONSE => with!(ids::RESPONSE),
+        ids::REQUEST_BATCH => with!(ids::REQUEST_BATCH),
+        ids::RESPONSE_BATCH => with!(ids::RESPONSE_BATCH),
         ids::REFUSED => with!(ids::REFUSED),
         ids::STATUS_REQUEST => with!(ids::STATUS_REQUEST),
         ids::STATUS_REPLY => with!(ids::STATUS_REPLY),

@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use kv_ports::{
-    BootstrapMsg, ClientMessage, ClientRequest, LinkAck, LinkFrame, NodeStatus, PlPayload, Refusal,
-    ReplicaStatus, Routed,
+    BootstrapMsg, ClientMessage, ClientRequest, ClientResponse, LinkAck, LinkFrame, NodeStatus,
+    PlPayload, Refusal, ReplicaStatus, Routed,
 };
 use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
@@ -37,7 +37,7 @@ fn one<T>(v: Option<T>, message: &'static str, field: &'static str) -> Result<T>
     v.ok_or(WireError::UnknownVariant { message, field })
 }
 
-fn map_vec<P, R>(v: Vec<P>, f: impl FnMut(P) -> Result<R>) -> Result<Vec<R>> {
+pub(crate) fn map_vec<P, R>(v: Vec<P>, f: impl FnMut(P) -> Result<R>) -> Result<Vec<R>> {
     v.into_iter().map(f).collect()
 }
 
@@ -426,7 +426,7 @@ fn bootstrap_from_pb(m: pb::BootstrapMsg) -> Result<BootstrapMsg> {
 fn routed_to_pb(r: &Routed) -> pb::Routed {
     pb::Routed {
         partition: r.partition,
-        request: Some(client_request_to_pb(&r.request)),
+        requests: r.requests.iter().map(client_request_to_pb).collect(),
         reply_to: Some(addr_to_pb(&r.reply_to)),
     }
 }
@@ -434,7 +434,7 @@ fn routed_to_pb(r: &Routed) -> pb::Routed {
 fn routed_from_pb(r: pb::Routed) -> Result<Routed> {
     Ok(Routed {
         partition: r.partition,
-        request: client_request_from_pb(req(r.request, "Routed", "request")?)?,
+        requests: map_vec(r.requests, client_request_from_pb)?,
         reply_to: req_addr(r.reply_to, "Routed", "reply_to")?,
     })
 }
@@ -526,6 +526,22 @@ pub(crate) fn connect_ack_from_pb(m: pb::ConnectAck) -> Result<ClientMessage> {
         entry: req_addr(m.entry, "ConnectAck", "entry")?,
         nodes: map_vec(m.nodes, addr_from_pb)?,
         partitions: m.partitions,
+    })
+}
+
+pub(crate) fn client_response_to_pb(r: &ClientResponse) -> pb::Response {
+    pb::Response {
+        client: r.client,
+        seq: r.seq,
+        result: Some(kv_result_to_pb(&r.result)),
+    }
+}
+
+pub(crate) fn client_response_from_pb(m: pb::Response) -> Result<ClientResponse> {
+    Ok(ClientResponse {
+        client: m.client,
+        seq: m.seq,
+        result: kv_result_from_pb(req(m.result, "Response", "result")?)?,
     })
 }
 

@@ -30,6 +30,10 @@ pub const REQUEST: SerId = 112;
 pub const RESPONSE: SerId = 113;
 /// [`kv_ports::ClientMessage::Refused`] (`kvstore.wire.v1.Refused`).
 pub const REFUSED: SerId = 114;
+/// [`kv_ports::ClientMessage::Requests`] (`kvstore.wire.v1.RequestBatch`).
+pub const REQUEST_BATCH: SerId = 117;
+/// [`kv_ports::ClientMessage::Responses`] (`kvstore.wire.v1.ResponseBatch`).
+pub const RESPONSE_BATCH: SerId = 118;
 /// [`kv_ports::StatusMessage::Request`] (`kvstore.wire.v1.StatusRequest`).
 pub const STATUS_REQUEST: SerId = 115;
 /// [`kv_ports::StatusMessage::Reply`] (`kvstore.wire.v1.StatusReply`).
@@ -43,6 +47,8 @@ pub const ALL: &[(SerId, &str)] = &[
     (REQUEST, "REQUEST"),
     (RESPONSE, "RESPONSE"),
     (REFUSED, "REFUSED"),
+    (REQUEST_BATCH, "REQUEST_BATCH"),
+    (RESPONSE_BATCH, "RESPONSE_BATCH"),
     (STATUS_REQUEST, "STATUS_REQUEST"),
     (STATUS_REPLY, "STATUS_REPLY"),
 ];
@@ -98,7 +104,7 @@ mod tests {
         for (id, name) in ALL {
             assert_eq!(name_of(*id), Some(*name));
         }
-        for id in [0, 6, 20, 99, 101, 117, 200] {
+        for id in [0, 6, 20, 99, 101, 119, 200] {
             assert_eq!(name_of(id), None);
             assert!(!is_known(id));
         }

@@ -123,6 +123,8 @@ fn ids_follow_the_message_type() {
             NetMessage::Client(ClientMessage::ConnectAck { .. }) => ids::CONNECT_ACK,
             NetMessage::Client(ClientMessage::Request(_)) => ids::REQUEST,
             NetMessage::Client(ClientMessage::Response { .. }) => ids::RESPONSE,
+            NetMessage::Client(ClientMessage::Requests(_)) => ids::REQUEST_BATCH,
+            NetMessage::Client(ClientMessage::Responses(_)) => ids::RESPONSE_BATCH,
             NetMessage::Client(ClientMessage::Refused { .. }) => ids::REFUSED,
             NetMessage::Status(StatusMessage::Request(_)) => ids::STATUS_REQUEST,
             NetMessage::Status(StatusMessage::Reply(_)) => ids::STATUS_REPLY,

@@ -218,11 +218,19 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
     /// it to the leader it knows, or buffers it while it knows none. A proposal that
     /// does not fit the buffer is reported [`PaxosEvent::Dropped`].
     pub fn propose(&mut self, entry: T) {
-        if self.pending.len() >= self.max_pending {
-            self.events.push(PaxosEvent::Dropped(entry));
-            return;
+        self.propose_all(std::iter::once(entry));
+    }
+
+    /// Proposes `entries` in this order, as [`propose`](Self::propose) would one by
+    /// one, except that a leader sends them together (up to `max_batch` per Accept).
+    pub fn propose_all(&mut self, entries: impl IntoIterator<Item = T>) {
+        for entry in entries {
+            if self.pending.len() >= self.max_pending {
+                self.events.push(PaxosEvent::Dropped(entry));
+            } else {
+                self.pending.push_back(entry);
+            }
         }
-        self.pending.push_back(entry);
         if matches!(self.role, Role::Leader(_)) {
             self.leader_pump();
         } else if self.pending.len() >= self.max_batch {

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kv_ports::{
-    BootstrapMsg, ClientMessage, ClientRequest, LinkAck, LinkFrame, NetMessage, NodeStatus,
-    PlPayload, Refusal, ReplicaStatus, Routed, StatusMessage, StatusRequest,
+    BootstrapMsg, ClientMessage, ClientRequest, ClientResponse, LinkAck, LinkFrame, NetMessage,
+    NodeStatus, PlPayload, Refusal, ReplicaStatus, Routed, StatusMessage, StatusRequest,
 };
 use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
@@ -173,14 +173,21 @@ pub fn payloads() -> Vec<PlPayload> {
         }),
         PlPayload::Forward(Routed {
             partition: 2,
-            request: ClientRequest {
-                client: 77,
-                seq: 3,
-                op: KvOp::Put {
-                    key: "a".into(),
-                    value: "b".into(),
+            requests: vec![
+                ClientRequest {
+                    client: 77,
+                    seq: 3,
+                    op: KvOp::Put {
+                        key: "a".into(),
+                        value: "b".into(),
+                    },
                 },
-            },
+                ClientRequest {
+                    client: 78,
+                    seq: 1,
+                    op: KvOp::Get { key: "c".into() },
+                },
+            ],
             reply_to: v6(9),
         }),
     ];
@@ -262,13 +269,35 @@ pub fn client_messages() -> Vec<ClientMessage> {
             reason: Refusal::WrongCluster("other".into()),
         },
     ];
-    ms.extend(ops().into_iter().enumerate().map(|(i, op)| {
-        ClientMessage::Request(ClientRequest {
+    let requests: Vec<ClientRequest> = ops()
+        .into_iter()
+        .enumerate()
+        .map(|(i, op)| ClientRequest {
             client: u64::MAX - i as u64,
             seq: i as u64,
             op,
         })
-    }));
+        .collect();
+    ms.extend(requests.iter().cloned().map(ClientMessage::Request));
+    ms.push(ClientMessage::Requests(requests));
+    ms.push(ClientMessage::Requests(Vec::new()));
+    let responses: Vec<ClientResponse> = ms
+        .iter()
+        .filter_map(|m| match m {
+            ClientMessage::Response {
+                client,
+                seq,
+                result,
+            } => Some(ClientResponse {
+                client: *client,
+                seq: *seq,
+                result: result.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    ms.push(ClientMessage::Responses(responses));
+    ms.push(ClientMessage::Responses(Vec::new()));
     ms
 }
 
