@@ -76,6 +76,16 @@ pub enum ClientCommand {
         /// Where the completion goes.
         done: Sender<Completion>,
     },
+    /// Run several operations, each `(session, tag, op)` as a [`Submit`] would; their
+    /// requests leave together. For drivers that have many operations ready at once.
+    ///
+    /// [`Submit`]: ClientCommand::Submit
+    SubmitBatch {
+        /// `(session, tag, op)` per operation.
+        ops: Vec<(ClientId, u64, KvOp)>,
+        /// Where the completions go.
+        done: Sender<Completion>,
+    },
     /// Fulfil the promise with the component's counters.
     Stats(KPromise<ClientStats>),
     /// Send the requests gathered since the last flush, one message per node. The
@@ -575,6 +585,11 @@ impl Actor for ClientComp {
                 op,
                 done,
             } => self.submit(session, op, Reply::Channel(tag, done)),
+            ClientCommand::SubmitBatch { ops, done } => {
+                for (session, tag, op) in ops {
+                    self.submit(session, op, Reply::Channel(tag, done.clone()));
+                }
+            }
             ClientCommand::Stats(p) => {
                 let _ = p.fulfil(self.stats);
             }

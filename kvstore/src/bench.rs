@@ -275,26 +275,46 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
     } else {
         None
     };
-    let submit = |s: &mut SessionState, idx: usize, rng: &mut SplitMix64| {
+    // Operations are handed to the client component in batches: everything that
+    // can be submitted after the completions that are already there.
+    let actor = comp.actor_ref();
+    let mut batch: Vec<(u64, u64, KvOp)> = Vec::with_capacity(cfg.clients);
+    let submit = |s: &mut SessionState,
+                  idx: usize,
+                  rng: &mut SplitMix64,
+                  batch: &mut Vec<(u64, u64, KvOp)>| {
         let op = next_op(s, idx, cfg, rng);
         s.started = Instant::now();
         s.op = Some(op.clone());
-        comp.actor_ref().tell(ClientCommand::Submit {
-            session: s.id,
-            tag: idx as u64,
-            op,
-            done: tx.clone(),
-        });
+        batch.push((s.id, idx as u64, op));
+    };
+    let flush = |batch: &mut Vec<(u64, u64, KvOp)>| {
+        if !batch.is_empty() {
+            actor.tell(ClientCommand::SubmitBatch {
+                ops: std::mem::take(batch),
+                done: tx.clone(),
+            });
+        }
     };
     for (i, s) in sessions.iter_mut().enumerate() {
-        submit(s, i, &mut rng);
+        submit(s, i, &mut rng, &mut batch);
     }
+    flush(&mut batch);
     let mut outstanding = cfg.clients;
     let mut stopping = false;
     let mut last_tick = Instant::now();
     let hard_stop = measure_until + cfg.client.deadline * 3 + Duration::from_secs(1);
     while outstanding > 0 {
-        let (sid, _tag, result) = match rx.recv_timeout(Duration::from_millis(100)) {
+        let completion = match rx.try_recv() {
+            Ok(c) => Ok(c),
+            Err(mpsc::TryRecvError::Empty) => {
+                // Nothing more is ready: send what was gathered, then wait.
+                flush(&mut batch);
+                rx.recv_timeout(Duration::from_millis(100))
+            }
+            Err(mpsc::TryRecvError::Disconnected) => Err(mpsc::RecvTimeoutError::Disconnected),
+        };
+        let (sid, _tag, result) = match completion {
             Ok(c) => c,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if Instant::now() > hard_stop {
@@ -339,7 +359,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
         if stopping {
             outstanding -= 1;
         } else {
-            submit(s, idx, &mut rng);
+            submit(s, idx, &mut rng, &mut batch);
         }
         if let Some(b) = &bar
             && now - last_tick > Duration::from_millis(200)
