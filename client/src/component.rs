@@ -163,6 +163,8 @@ pub struct ClientComp {
     /// Requests waiting for the next [`ClientCommand::Flush`], by destination.
     outbox: BTreeMap<NodeId, Vec<ClientRequest>>,
     flush_pending: bool,
+    /// Sessions with an operation in progress.
+    in_progress: usize,
 }
 
 impl ClientComp {
@@ -191,6 +193,7 @@ impl ClientComp {
             stats: ClientStats::default(),
             outbox: BTreeMap::new(),
             flush_pending: false,
+            in_progress: 0,
             s,
         }
     }
@@ -230,6 +233,7 @@ impl ClientComp {
         else {
             return;
         };
+        self.in_progress -= 1;
         self.deliver(session, cur.reply, result);
         self.start_next(session);
     }
@@ -270,6 +274,7 @@ impl ClientComp {
             return self.start_next(session);
         }
         s.seq += 1;
+        self.in_progress += 1;
         s.current = Some(Current {
             seq: s.seq,
             op,
@@ -300,6 +305,11 @@ impl ClientComp {
             op: cur.op.clone(),
         };
         let dst = cur.target;
+        if self.in_progress == 1 && !self.flush_pending {
+            // The only operation in progress: nothing to gather it with.
+            self.send(dst, ClientMessage::Request(req));
+            return;
+        }
         self.outbox.entry(dst).or_default().push(req);
         if !self.flush_pending {
             self.flush_pending = true;
@@ -586,6 +596,11 @@ impl Actor for ClientComp {
                 done,
             } => self.submit(session, op, Reply::Channel(tag, done)),
             ClientCommand::SubmitBatch { ops, done } => {
+                if ops.len() > 1 && !self.flush_pending {
+                    // Gather all of them, the first included.
+                    self.flush_pending = true;
+                    self.actor_ref().tell(ClientCommand::Flush);
+                }
                 for (session, tag, op) in ops {
                     self.submit(session, op, Reply::Channel(tag, done.clone()));
                 }

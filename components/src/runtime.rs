@@ -42,6 +42,12 @@ impl Runtime {
     ) -> Result<Runtime, String> {
         let mut cfg = KompactConfig::default();
         cfg.set_config_value(&kompact::config_keys::system::THREADS, threads.max(1));
+        // Workers that block on a channel when idle. Kompact's default work-stealing
+        // pool spins and yields before parking, which on a small machine shared by
+        // several nodes burns the cycles the other nodes need: measured on 2 cores,
+        // 3 nodes, 64 clients, 78-87k -> 93-109k ops/s and one client's p50
+        // 263-270 -> 232-240 µs (docs/performance.md).
+        cfg.executor(kompact::executors::crossbeam_channel_pool::ThreadPool::new);
         if let Some(l) = logger {
             cfg.logger(l);
         }
