@@ -75,6 +75,9 @@ pub struct NodeHost {
     routing: Connector<Routing>,
     hosted: Arc<Mutex<Hosted>>,
     metrics: Arc<Metrics>,
+    /// Client operations waiting for a decision over all replicas of this node
+    /// (bounded by `limits.max-inflight-per-node`).
+    inflight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl NodeHost {
@@ -96,6 +99,7 @@ impl NodeHost {
             routing,
             hosted,
             metrics,
+            inflight: Arc::default(),
         }
     }
 
@@ -141,6 +145,7 @@ impl NodeHost {
                 tick_period: Duration::from_millis(100),
             })
             .with_metrics(self.metrics.clone())
+            .with_node_inflight(self.inflight.clone())
         });
         connect_to(&self.link, &ble);
         connect_to(&self.timer, &ble);

@@ -10,6 +10,7 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kompact::prelude::*;
@@ -34,8 +35,9 @@ pub struct KvReplicaSettings {
     pub max_key_bytes: usize,
     /// Longest value accepted, in bytes.
     pub max_value_bytes: usize,
-    /// Most of this replica's own proposals waiting for a decision; more are
-    /// answered `Busy`.
+    /// Most client operations waiting for a decision on this node, over every
+    /// replica that shares the node's counter (see [`KvReplica::with_node_inflight`]);
+    /// more are answered `Busy`.
     pub max_inflight: usize,
     /// Applied entries between two snapshots (which let the log be trimmed).
     pub snapshot_interval: u64,
@@ -116,6 +118,9 @@ pub struct KvReplica {
     /// Own proposals not yet decided: (client, seq) → the clock when proposed, and
     /// the wall-clock instant (for the latency histogram only).
     inflight: BTreeMap<(u64, u64), (u64, Instant)>,
+    /// Operations waiting for a decision over all replicas of this node (this
+    /// replica's own `inflight.len()` unless shared with `with_node_inflight`).
+    node_inflight: Arc<AtomicUsize>,
     ticker: Ticker,
     /// Milliseconds since this replica started (ticks × period): the stamp clock.
     now_ms: u64,
@@ -137,6 +142,7 @@ impl KvReplica {
             applied: 0,
             last_snapshot: 0,
             inflight: BTreeMap::new(),
+            node_inflight: Arc::default(),
             ticker: Ticker::new(s.tick_period),
             now_ms: 0,
             planted_bug: PLANTED_BUG.with(Cell::get),
@@ -151,6 +157,31 @@ impl KvReplica {
         self.partition_metrics = m.partition(self.s.partition);
         self.metrics = m;
         self
+    }
+
+    /// Shares the count of operations waiting for a decision with the other replicas
+    /// of this node, so `max_inflight` bounds the node, not each partition.
+    pub fn with_node_inflight(mut self, counter: Arc<AtomicUsize>) -> Self {
+        self.node_inflight = counter;
+        self
+    }
+
+    fn inflight_insert(&mut self, key: (u64, u64)) {
+        if self
+            .inflight
+            .insert(key, (self.now_ms, Instant::now()))
+            .is_none()
+        {
+            self.node_inflight.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn inflight_remove(&mut self, key: &(u64, u64)) -> Option<(u64, Instant)> {
+        let removed = self.inflight.remove(key);
+        if removed.is_some() {
+            self.node_inflight.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
     }
 
     fn refuse(&mut self, to: NodeId, req: &ClientRequest, reason: Refusal) {
@@ -209,15 +240,18 @@ impl KvReplica {
             return None;
         }
         let key = (req.client, req.seq);
-        if !self.inflight.contains_key(&key) && self.inflight.len() >= self.s.max_inflight {
+        if !self.inflight.contains_key(&key)
+            && self.node_inflight.load(Ordering::Relaxed) >= self.s.max_inflight
+        {
             // Debug only: under overload these come by the thousand; the metric
             // kvstore_operations_total{outcome="busy"} counts them.
             debug!(self.ctx.log(), "refusing request: too many in flight";
-                "partition" => self.s.partition, "inflight" => self.inflight.len());
+                "partition" => self.s.partition,
+                "inflight" => self.node_inflight.load(Ordering::Relaxed));
             self.refuse(reply_to, &req, Refusal::Busy);
             return None;
         }
-        self.inflight.insert(key, (self.now_ms, Instant::now()));
+        self.inflight_insert(key);
         Some(KvCommand {
             client: req.client,
             seq: req.seq,
@@ -270,7 +304,7 @@ impl KvReplica {
         self.applied = idx + 1;
         let mut answer = None;
         if cmd.origin == self.s.me {
-            let started = self.inflight.remove(&(cmd.client, cmd.seq));
+            let started = self.inflight_remove(&(cmd.client, cmd.seq));
             match applied {
                 Applied::Executed(result) | Applied::Duplicate(result) => {
                     let op = OpKind::of(&cmd.op);
@@ -365,7 +399,7 @@ impl Require<SequenceConsensus> for KvReplica {
             ScIndication::Dropped(cmd) => {
                 // The client retries with the same sequence number; the session
                 // makes that safe.
-                self.inflight.remove(&(cmd.client, cmd.seq));
+                self.inflight_remove(&(cmd.client, cmd.seq));
                 debug!(self.ctx.log(), "proposal dropped by consensus"; "partition" => self.s.partition);
             }
             ScIndication::InstallSnapshot(s) => self.on_snapshot(s),
@@ -396,7 +430,10 @@ impl Require<Timer> for KvReplica {
             // A proposal whose decision never came (forwarded to a leader that then
             // crashed) is forgotten after a while; the client has retried by then.
             let horizon = self.now_ms.saturating_sub(30_000);
+            let before = self.inflight.len();
             self.inflight.retain(|_, (t, _)| *t >= horizon);
+            self.node_inflight
+                .fetch_sub(before - self.inflight.len(), Ordering::Relaxed);
         }
         Handled::OK
     }
