@@ -19,6 +19,10 @@ use crate::ticker::{Ticker, tick_driven_component, ticks};
 /// Retransmissions are packed into frames of at most this many (estimated) bytes:
 /// kompact-net fails to decode frames much larger than one buffer chunk (128 KiB).
 const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Most bytes per peer on the transport and not yet acknowledged (flow control;
+/// see [`kv_protocols::link`]). Far above what one peer needs between two
+/// acknowledgements at full load, far below what fills kompact-net's buffers.
+const MAX_INFLIGHT_BYTES: usize = 1 << 20;
 
 /// A cheap upper estimate of a payload's encoded size.
 fn approx_size(p: &Arc<PlPayload>) -> usize {
@@ -102,6 +106,7 @@ impl PerfectLinkComp {
                 unreachable_ticks: ticks(cfg.unreachable_warning, cfg.tick_period),
                 max_frame_payloads: 256,
                 max_frame_bytes: MAX_FRAME_BYTES,
+                max_inflight_bytes: MAX_INFLIGHT_BYTES,
             },
             approx_size,
         );

@@ -170,6 +170,7 @@ fn the_inflight_limit_is_shared_by_the_partitions_of_a_node() {
         timer: ProvidedPort::uninitialised(),
     });
     let mut consensus = Vec::new();
+    let mut replicas = Vec::new();
     let mut proposed = Vec::new();
     for partition in 0..2u32 {
         let p = Arc::new(Mutex::new(Vec::new()));
@@ -194,14 +195,19 @@ fn the_inflight_limit_is_shared_by_the_partitions_of_a_node() {
         biconnect_components::<SequenceConsensus, _, _>(&sc, &replica).expect("sc");
         biconnect_components::<Routing, _, _>(&router, &replica).expect("routing");
         biconnect_components::<Timer, _, _>(&timer, &replica).expect("timer");
-        for started in [system.start_notify(&sc), system.start_notify(&replica)] {
-            started.wait_timeout(WAIT).expect("started");
-        }
         consensus.push(sc);
+        replicas.push(replica);
         proposed.push(p);
     }
-    for started in [system.start_notify(&router), system.start_notify(&timer)] {
-        started.wait_timeout(WAIT).expect("started");
+    // Everything is connected before anything starts: a running component may be
+    // busy, and connecting to it would fail.
+    let mut started = vec![system.start_notify(&router), system.start_notify(&timer)];
+    for (sc, replica) in consensus.iter().zip(&replicas) {
+        started.push(system.start_notify(sc));
+        started.push(system.start_notify(replica));
+    }
+    for s in started {
+        s.wait_timeout(WAIT).expect("started");
     }
     let route = |partition: u32, requests: Vec<ClientRequest>| {
         router.actor_ref().tell(Routed {

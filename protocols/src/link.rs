@@ -10,6 +10,13 @@
 //! when no acknowledgement arrived for a while (backing off while the peer stays
 //! silent).
 //!
+//! Flow control: at most `max_inflight_bytes` (as weighed by the host) of payloads are
+//! on the transport and unacknowledged per peer; the rest wait, in order, and go out
+//! as acknowledgements come back. A peer that reconnects after a long cut therefore
+//! gets its backlog paced by its own acknowledgements instead of in one burst, which
+//! would fill the transport's buffers (shared by all peers) and delay everything else,
+//! heartbeats included.
+//!
 //! Memory is bounded: at most `max_unacked` payloads wait per peer. A peer that has
 //! not acknowledged that many is unreachable (crashed or cut off) for a long time;
 //! further payloads to it are dropped and counted, and the protocols above recover
@@ -36,9 +43,12 @@ pub struct LinkConfig {
     pub unreachable_ticks: u64,
     /// Most payloads per frame when retransmitting.
     pub max_frame_payloads: usize,
-    /// Most bytes (as weighed by the host's weigher) per retransmitted frame; a
-    /// single heavier payload still goes alone. Transports limit frame sizes.
+    /// Most bytes (as weighed by the host's weigher) per frame; a single heavier
+    /// payload still goes alone. Transports limit frame sizes.
     pub max_frame_bytes: usize,
+    /// Most bytes (as weighed) on the transport and not yet acknowledged, per peer;
+    /// a single heavier payload still goes out when nothing else is in flight.
+    pub max_inflight_bytes: usize,
 }
 
 /// A cumulative acknowledgement.
@@ -94,9 +104,15 @@ pub enum LinkEvent {
 struct Outgoing<P> {
     /// Next sequence number to assign. Invariant: `next_seq > 0`.
     next_seq: u64,
-    /// Unacknowledged payloads. Invariant: sequence numbers are consecutive,
-    /// ending at `next_seq - 1`.
-    unacked: VecDeque<(u64, P, u64 /* tick sent */)>,
+    /// Unacknowledged payloads with their weight. Invariant: sequence numbers are
+    /// consecutive, ending at `next_seq - 1`.
+    unacked: VecDeque<(u64, P, u64 /* tick queued */, usize /* weight */)>,
+    /// First unacknowledged payload not yet handed to the transport since the last
+    /// (re)transmission started. Invariant: the front's sequence number (or
+    /// `next_seq` when empty) `<= unsent <= next_seq`.
+    unsent: u64,
+    /// Weight of the unacknowledged payloads before `unsent` (on the transport).
+    inflight_bytes: usize,
     /// Tick of the last acknowledgement progress (or first send after idle).
     last_progress: u64,
     /// Tick of the last acknowledgement progress (or first send after idle).
@@ -164,6 +180,8 @@ impl<P: Clone> LinkCore<P> {
         self.out.entry(dst).or_insert_with(|| Outgoing {
             next_seq: 1,
             unacked: VecDeque::new(),
+            unsent: 1,
+            inflight_bytes: 0,
             last_progress: now,
             last_ack: now,
             down: false,
@@ -189,6 +207,7 @@ impl<P: Clone> LinkCore<P> {
         let now = self.now;
         let max = self.cfg.max_unacked;
         let stall_ticks = self.cfg.retransmit_ticks.max(1);
+        let w = (self.weigh)(&payload);
         let o = self.outgoing(dst);
         if o.unacked.len() >= max {
             o.dropped += 1;
@@ -212,21 +231,68 @@ impl<P: Clone> LinkCore<P> {
             !o.unacked.is_empty() && (o.down || now.saturating_sub(o.last_ack) >= stall_ticks);
         let seq = o.next_seq;
         o.next_seq += 1;
-        o.unacked.push_back((seq, payload.clone(), now));
-        if stalled {
-            return true;
+        o.unacked.push_back((seq, payload, now, w));
+        if !stalled {
+            self.pump(dst);
         }
-        let ack = self.take_ack(dst);
-        self.frames.push((
-            dst,
-            Frame {
-                incarnation: self.cfg.incarnation,
-                first_seq: seq,
-                payloads: vec![payload],
-                ack,
-            },
-        ));
         true
+    }
+
+    /// Hands `peer` the unsent payloads that fit in its window, packed into frames
+    /// (the first carrying the acknowledgement we owe it, if any).
+    fn pump(&mut self, peer: NodeId) {
+        let chunk = self.cfg.max_frame_payloads.max(1);
+        let max_frame = self.cfg.max_frame_bytes.max(1);
+        let window = self.cfg.max_inflight_bytes.max(1);
+        let incarnation = self.cfg.incarnation;
+        // Whether the window lets the next unsent payload go: always when nothing is
+        // in flight, so a payload heavier than the window still goes.
+        let fits = |o: &Outgoing<P>, idx: usize| {
+            o.unacked
+                .get(idx)
+                .is_some_and(|e| o.inflight_bytes == 0 || o.inflight_bytes + e.3 <= window)
+        };
+        let start = match self.out.get(&peer) {
+            Some(o) if !o.down => {
+                let front = o.unacked.front().map_or(o.next_seq, |e| e.0);
+                let idx = (o.unsent - front) as usize;
+                if !fits(o, idx) {
+                    return;
+                }
+                idx
+            }
+            _ => return,
+        };
+        let mut ack = self.take_ack(peer);
+        let Some(o) = self.out.get_mut(&peer) else {
+            return;
+        };
+        let mut idx = start;
+        while fits(o, idx) {
+            let first_seq = o.unacked[idx].0;
+            let mut payloads = Vec::new();
+            let mut bytes = 0usize;
+            while fits(o, idx) {
+                let (_, p, _, w) = &o.unacked[idx];
+                if !payloads.is_empty() && (payloads.len() >= chunk || bytes + w > max_frame) {
+                    break;
+                }
+                bytes += w;
+                o.inflight_bytes += w;
+                payloads.push(p.clone());
+                idx += 1;
+            }
+            o.unsent = first_seq + payloads.len() as u64;
+            self.frames.push((
+                peer,
+                Frame {
+                    incarnation,
+                    first_seq,
+                    payloads,
+                    ack: ack.take(),
+                },
+            ));
+        }
     }
 
     /// Handle a frame from `src`; returns the payloads to deliver, in order.
@@ -268,8 +334,17 @@ impl<P: Clone> LinkCore<P> {
             return;
         };
         let before = o.unacked.len();
-        while o.unacked.front().is_some_and(|(s, _, _)| *s <= ack.seq) {
-            o.unacked.pop_front();
+        while o.unacked.front().is_some_and(|e| e.0 <= ack.seq) {
+            if let Some((seq, _, _, w)) = o.unacked.pop_front()
+                && seq < o.unsent
+            {
+                o.inflight_bytes = o.inflight_bytes.saturating_sub(w);
+            }
+        }
+        let front = o.unacked.front().map_or(o.next_seq, |e| e.0);
+        if o.unsent < front {
+            // Acknowledged before this round handed them over again.
+            o.unsent = front;
         }
         if o.unacked.len() < before {
             o.last_progress = now;
@@ -281,6 +356,7 @@ impl<P: Clone> LinkCore<P> {
                 o.unreachable_reported = false;
                 self.events.push(LinkEvent::Reachable(src));
             }
+            self.pump(src);
         }
     }
 
@@ -303,16 +379,15 @@ impl<P: Clone> LinkCore<P> {
         }
     }
 
+    /// Starts a new transmission round towards `peer`: everything unacknowledged is
+    /// handed to the transport again, from the oldest, as the window allows.
     fn retransmit(&mut self, peer: NodeId) {
-        let ack = self.take_ack(peer);
-        let incarnation = self.cfg.incarnation;
-        let chunk = self.cfg.max_frame_payloads.max(1);
         let Some(o) = self.out.get_mut(&peer) else {
-            if let Some(ack) = ack {
+            if let Some(ack) = self.take_ack(peer) {
                 self.frames.push((
                     peer,
                     Frame {
-                        incarnation,
+                        incarnation: self.cfg.incarnation,
                         first_seq: 0,
                         payloads: Vec::new(),
                         ack: Some(ack),
@@ -321,38 +396,14 @@ impl<P: Clone> LinkCore<P> {
             }
             return;
         };
-        let mut ack = ack;
-        let max_bytes = self.cfg.max_frame_bytes.max(1);
-        let weigh = self.weigh;
-        let mut it = o.unacked.iter().peekable();
-        while let Some((first, _, _)) = it.peek() {
-            let first_seq = *first;
-            let mut payloads: Vec<P> = Vec::new();
-            let mut bytes = 0usize;
-            while let Some((_, p, _)) = it.peek() {
-                let w = weigh(p);
-                if !payloads.is_empty() && (payloads.len() >= chunk || bytes + w > max_bytes) {
-                    break;
-                }
-                bytes += w;
-                payloads.push(p.clone());
-                it.next();
-            }
+        o.unsent = o.unacked.front().map_or(o.next_seq, |e| e.0);
+        o.inflight_bytes = 0;
+        self.pump(peer);
+        if let Some(ack) = self.take_ack(peer) {
             self.frames.push((
                 peer,
                 Frame {
-                    incarnation,
-                    first_seq,
-                    payloads,
-                    ack: ack.take(),
-                },
-            ));
-        }
-        if let Some(ack) = ack {
-            self.frames.push((
-                peer,
-                Frame {
-                    incarnation,
+                    incarnation: self.cfg.incarnation,
                     first_seq: 0,
                     payloads: Vec::new(),
                     ack: Some(ack),
@@ -388,7 +439,7 @@ impl<P: Clone> LinkCore<P> {
         let max_backoff = self.cfg.retransmit_ticks.max(1) * 32;
         let mut resend = Vec::new();
         for (peer, o) in self.out.iter_mut() {
-            let Some((_, _, oldest)) = o.unacked.front() else {
+            let Some((_, _, oldest, _)) = o.unacked.front() else {
                 continue;
             };
             let waiting = now.saturating_sub(*oldest);

@@ -18,6 +18,17 @@ fn cfg(incarnation: u64) -> LinkConfig {
         unreachable_ticks: 50,
         max_frame_payloads: 16,
         max_frame_bytes: 10,
+        // Every payload weighs 1: at most 24 in flight, so the window closes and
+        // reopens all the time in these runs.
+        max_inflight_bytes: 24,
+    }
+}
+
+/// `c` with a window no test run fills.
+fn wide(c: LinkConfig) -> LinkConfig {
+    LinkConfig {
+        max_inflight_bytes: usize::MAX,
+        ..c
     }
 }
 
@@ -95,8 +106,8 @@ proptest! {
 #[test]
 fn acknowledged_payloads_are_released() {
     let (a, b) = (addr(1), addr(2));
-    let mut la: LinkCore<u64> = LinkCore::new(cfg(1));
-    let mut lb: LinkCore<u64> = LinkCore::new(cfg(2));
+    let mut la: LinkCore<u64> = LinkCore::new(wide(cfg(1)));
+    let mut lb: LinkCore<u64> = LinkCore::new(wide(cfg(2)));
     let mut frames = Vec::new();
     let mut deliver = Vec::new();
     for i in 0..100 {
@@ -172,7 +183,7 @@ fn a_silent_peer_is_reported_and_memory_stays_bounded() {
 #[test]
 fn a_silent_peer_gets_no_new_frames_until_it_acknowledges_or_reconnects() {
     let b = addr(2);
-    let mut la: LinkCore<u64> = LinkCore::new(cfg(1));
+    let mut la: LinkCore<u64> = LinkCore::new(wide(cfg(1)));
     let mut frames = Vec::new();
     la.send(b, 0);
     la.take_frames(&mut frames);
@@ -200,4 +211,71 @@ fn a_silent_peer_gets_no_new_frames_until_it_acknowledges_or_reconnects() {
         .collect();
     assert_eq!(sent, (0..100).collect::<Vec<u64>>());
     assert_eq!(la.unacked(b), 100);
+}
+
+#[test]
+fn at_most_a_window_is_in_flight_and_acknowledgements_release_the_rest_in_order() {
+    let (a, b) = (addr(1), addr(2));
+    let mut la: LinkCore<u64> = LinkCore::new(cfg(1)); // window: 24 payloads
+    let mut lb: LinkCore<u64> = LinkCore::new(cfg(2));
+    let mut frames = Vec::new();
+    let mut deliver = Vec::new();
+    for i in 0..100 {
+        la.send(b, i);
+    }
+    la.take_frames(&mut frames);
+    let sent: usize = frames.iter().map(|(_, f)| f.payloads.len()).sum();
+    assert_eq!(
+        sent, 24,
+        "only a window's worth goes out before an acknowledgement"
+    );
+    // Deliver, acknowledge, repeat: the rest follows in order, a window at a time.
+    let mut rounds = 0;
+    while deliver.len() < 100 {
+        rounds += 1;
+        assert!(rounds <= 10, "stuck after {} deliveries", deliver.len());
+        for (_, f) in frames.drain(..) {
+            lb.receive(a, f, &mut deliver);
+        }
+        lb.tick(); // the acknowledgement
+        lb.take_frames(&mut frames);
+        let mut none = Vec::new();
+        for (_, f) in frames.drain(..) {
+            la.receive(b, f, &mut none);
+        }
+        la.take_frames(&mut frames);
+        let in_flight: usize = frames.iter().map(|(_, f)| f.payloads.len()).sum();
+        assert!(in_flight <= 24, "{in_flight} payloads in flight");
+    }
+    let got: Vec<u64> = deliver.iter().map(|(_, p)| *p).collect();
+    assert_eq!(got, (0..100).collect::<Vec<u64>>());
+    assert_eq!(rounds, 5, "100 payloads, 24 per acknowledgement round");
+}
+
+#[test]
+fn a_reconnected_peer_gets_its_backlog_a_window_at_a_time() {
+    let b = addr(2);
+    let mut la: LinkCore<u64> = LinkCore::new(cfg(1));
+    let mut frames = Vec::new();
+    la.send(b, 0);
+    la.take_frames(&mut frames);
+    frames.clear(); // lost with the connection
+    la.disconnected(b);
+    for i in 1..1000 {
+        la.send(b, i);
+    }
+    la.take_frames(&mut frames);
+    assert!(frames.is_empty(), "nothing goes to a peer that is down");
+    la.reconnected(b);
+    la.take_frames(&mut frames);
+    let sent: Vec<u64> = frames
+        .iter()
+        .flat_map(|(_, f)| f.payloads.clone())
+        .collect();
+    assert_eq!(
+        sent,
+        (0..24).collect::<Vec<u64>>(),
+        "the oldest window, in order"
+    );
+    assert_eq!(la.unacked(b), 1000);
 }
