@@ -6,10 +6,13 @@
 //! consensus provider that records proposals and decides only when told, a routing
 //! provider that records the replicas' answers, and a timer that never fires.
 
+mod common;
+
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::Signal;
 use kompact::prelude::*;
 use kv_components::kv_replica::{KvReplica, KvReplicaSettings};
 use kv_ports::{
@@ -28,15 +31,17 @@ struct Consensus {
     ctx: ComponentContext<Self>,
     sc: ProvidedPort<SequenceConsensus>,
     proposed: Arc<Mutex<Vec<KvCommand>>>,
+    signal: Arc<Signal>,
     next_idx: u64,
 }
 
 impl Consensus {
-    fn new(proposed: Arc<Mutex<Vec<KvCommand>>>) -> Self {
+    fn new(proposed: Arc<Mutex<Vec<KvCommand>>>, signal: Arc<Signal>) -> Self {
         Consensus {
             ctx: ComponentContext::uninitialised(),
             sc: ProvidedPort::uninitialised(),
             proposed,
+            signal,
             next_idx: 0,
         }
     }
@@ -48,6 +53,7 @@ impl Provide<SequenceConsensus> for Consensus {
     fn handle(&mut self, req: ScRequest) -> HandlerResult {
         if let ScRequest::Propose(cmds) = req {
             self.proposed.lock().unwrap().extend(cmds);
+            self.signal.notify();
         }
         Handled::OK
     }
@@ -81,6 +87,7 @@ struct Router {
     ctx: ComponentContext<Self>,
     routing: ProvidedPort<Routing>,
     answers: Arc<Mutex<Vec<ClientMessage>>>,
+    signal: Arc<Signal>,
 }
 
 ignore_lifecycle!(Router);
@@ -89,6 +96,7 @@ impl Provide<Routing> for Router {
     fn handle(&mut self, req: RoutingRequest) -> HandlerResult {
         if let RoutingRequest::Reply { msg, .. } = req {
             self.answers.lock().unwrap().push(msg);
+            self.signal.notify();
         }
         Handled::OK
     }
@@ -134,14 +142,6 @@ impl Actor for Silent {
     }
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(5)); // a poll interval
-    }
-}
-
 fn put(seq: u64, key: &str) -> ClientRequest {
     ClientRequest {
         client: 42,
@@ -160,10 +160,12 @@ fn the_inflight_limit_is_shared_by_the_partitions_of_a_node() {
     let client: NodeId = CLIENT.parse().unwrap();
     let node_inflight = Arc::new(AtomicUsize::new(0));
     let answers = Arc::new(Mutex::new(Vec::new()));
+    let signal = Arc::new(Signal::default());
     let router = system.create(|| Router {
         ctx: ComponentContext::uninitialised(),
         routing: ProvidedPort::uninitialised(),
         answers: answers.clone(),
+        signal: signal.clone(),
     });
     let timer = system.create(|| Silent {
         ctx: ComponentContext::uninitialised(),
@@ -175,8 +177,8 @@ fn the_inflight_limit_is_shared_by_the_partitions_of_a_node() {
     for partition in 0..2u32 {
         let p = Arc::new(Mutex::new(Vec::new()));
         let sc = system.create({
-            let p = p.clone();
-            move || Consensus::new(p)
+            let (p, signal) = (p.clone(), signal.clone());
+            move || Consensus::new(p, signal)
         });
         let replica = system.create(|| {
             KvReplica::new(KvReplicaSettings {
@@ -220,13 +222,13 @@ fn the_inflight_limit_is_shared_by_the_partitions_of_a_node() {
 
     // Two operations on partition 0 and one on partition 1 fill the node's three slots.
     route(0, vec![put(1, "a"), put(2, "b")]);
-    wait_until("two proposals on partition 0", || proposals(0) == 2);
+    signal.wait_until("two proposals on partition 0", WAIT, || proposals(0) == 2);
     route(1, vec![put(3, "c")]);
-    wait_until("one proposal on partition 1", || proposals(1) == 1);
+    signal.wait_until("one proposal on partition 1", WAIT, || proposals(1) == 1);
 
     // A fourth, on either partition, is refused.
     route(1, vec![put(4, "d")]);
-    wait_until("an answer", || !answers.lock().unwrap().is_empty());
+    signal.wait_until("an answer", WAIT, || !answers.lock().unwrap().is_empty());
     assert!(
         matches!(
             answers.lock().unwrap()[0],
@@ -243,7 +245,7 @@ fn the_inflight_limit_is_shared_by_the_partitions_of_a_node() {
 
     // A decision on partition 0 frees a slot, which partition 1 can use.
     consensus[0].actor_ref().tell(Decide);
-    wait_until("the decided operation is answered", || {
+    signal.wait_until("the decided operation is answered", WAIT, || {
         answers.lock().unwrap().len() == 2
     });
     assert!(matches!(
@@ -251,7 +253,9 @@ fn the_inflight_limit_is_shared_by_the_partitions_of_a_node() {
         ClientMessage::Response { seq: 1, .. }
     ));
     route(1, vec![put(4, "d")]);
-    wait_until("the retried operation is proposed", || proposals(1) == 2);
+    signal.wait_until("the retried operation is proposed", WAIT, || {
+        proposals(1) == 2
+    });
     assert_eq!(
         node_inflight.load(std::sync::atomic::Ordering::Relaxed),
         MAX_INFLIGHT

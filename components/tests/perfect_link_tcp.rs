@@ -10,11 +10,14 @@
 //! Run with `--nocapture` to see the number of cuts and reconnections.
 //! `KV_TEST_LOG=warn` (or info, debug) shows the systems' logs on stderr.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::Signal;
 use kompact::prelude::*;
 use kv_components::connect::{connect_to, connector};
 use kv_components::perfect_link::{PerfectLinkComp, PerfectLinkConfig};
@@ -33,8 +36,6 @@ const BATCHES_WHILE_CUT: u64 = 4;
 const CUT_AT: &[u64] = &[8, 20, 32, 44, 56, 68, 80];
 /// Upper bound of every wait (a hang guard, not a performance assertion).
 const WAIT: Duration = Duration::from_secs(30);
-/// Time between two polls of a condition.
-const POLL: Duration = Duration::from_millis(20);
 
 /// What one side's test component observed.
 #[derive(Default)]
@@ -55,15 +56,17 @@ struct Numbered {
     pl: RequiredPort<PerfectLink>,
     peer: NodeId,
     seen: Arc<Mutex<Observed>>,
+    signal: Arc<Signal>,
 }
 
 impl Numbered {
-    fn new(peer: NodeId, seen: Arc<Mutex<Observed>>) -> Self {
+    fn new(peer: NodeId, seen: Arc<Mutex<Observed>>, signal: Arc<Signal>) -> Self {
         Numbered {
             ctx: ComponentContext::uninitialised(),
             pl: RequiredPort::uninitialised(),
             peer,
             seen,
+            signal,
         }
     }
 }
@@ -84,6 +87,8 @@ impl Require<PerfectLink> for Numbered {
             },
             PlIndication::Reconnected(_) => seen.reconnects += 1,
         }
+        drop(seen);
+        self.signal.notify();
         Handled::OK
     }
 }
@@ -122,10 +127,12 @@ struct Side {
     rt: Runtime,
     numbered: Option<Arc<Component<Numbered>>>,
     seen: Arc<Mutex<Observed>>,
+    /// Shared by both sides of a test: bumped on every observation.
+    signal: Arc<Signal>,
 }
 
 impl Side {
-    fn start(name: &str) -> Side {
+    fn start(name: &str, signal: &Arc<Signal>) -> Side {
         let level = std::env::var("KV_TEST_LOG").unwrap_or_else(|_| "error".to_string());
         let level = kv_bootstrap::logging::parse_level(&level).expect("KV_TEST_LOG");
         let logger = kv_bootstrap::logging::kompact_logger(level, name);
@@ -135,6 +142,7 @@ impl Side {
             rt,
             numbered: None,
             seen: Arc::new(Mutex::new(Observed::default())),
+            signal: signal.clone(),
         }
     }
 
@@ -153,8 +161,8 @@ impl Side {
         let link = sys.create(|| PerfectLinkComp::new(cfg));
         connect_to(&self.rt.net(), &link);
         connect_to(&self.rt.timer(), &link);
-        let seen = self.seen.clone();
-        let numbered = sys.create(move || Numbered::new(peer, seen));
+        let (seen, signal) = (self.seen.clone(), self.signal.clone());
+        let numbered = sys.create(move || Numbered::new(peer, seen, signal));
         connect_to(&connector::<PerfectLink, _>(&link), &numbered);
         for started in [sys.start_notify(&link), sys.start_notify(&numbered)] {
             started
@@ -203,16 +211,10 @@ impl Drop for Side {
     }
 }
 
-/// Polls `cond` every [`POLL`] until it holds; panics with `what` after [`WAIT`].
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting until {what}"
-        );
-        std::thread::sleep(POLL); // a poll interval, not a synchronisation
-    }
+/// Waits (on the sides' shared signal, no polling) until `cond` holds; panics with
+/// `what` after [`WAIT`].
+fn wait_until(signal: &Signal, what: &str, cond: impl FnMut() -> bool) {
+    signal.wait_until(what, WAIT, cond);
 }
 
 /// Which side cuts the connection: A, B, or both.
@@ -225,8 +227,9 @@ enum Cutter {
 
 #[test]
 fn ten_thousand_messages_each_way_exactly_once_in_order_across_cuts() {
-    let mut a = Side::start("side-a");
-    let mut b = Side::start("side-b");
+    let signal = Arc::new(Signal::default());
+    let mut a = Side::start("side-a", &signal);
+    let mut b = Side::start("side-b", &signal);
     let (addr_a, addr_b) = (a.rt.address, b.rt.address);
     a.wire(0xA11CE, addr_b);
     b.wire(0xB0B, addr_a);
@@ -248,9 +251,11 @@ fn ten_thousand_messages_each_way_exactly_once_in_order_across_cuts() {
         if CUT_AT.contains(&batch) {
             // The previous cut must have led to a new connection before the next one.
             if let Some((ra, rb)) = reconnect_baseline.take() {
-                wait_until("both sides reconnected after the previous cut", || {
-                    a.reconnects() > ra && b.reconnects() > rb
-                });
+                wait_until(
+                    &signal,
+                    "both sides reconnected after the previous cut",
+                    || a.reconnects() > ra && b.reconnects() > rb,
+                );
             }
             let who = [Cutter::A, Cutter::B, Cutter::Both][cuts % 3];
             cut(who, true);
@@ -272,18 +277,18 @@ fn ten_thousand_messages_each_way_exactly_once_in_order_across_cuts() {
         cut(who, false);
     }
     if let Some((ra, rb)) = reconnect_baseline {
-        wait_until("both sides reconnected after the last cut", || {
+        wait_until(&signal, "both sides reconnected after the last cut", || {
             a.reconnects() > ra && b.reconnects() > rb
         });
     }
-    wait_until("both sides delivered every payload", || {
+    wait_until(&signal, "both sides delivered every payload", || {
         a.delivered() >= TOTAL as usize && b.delivered() >= TOTAL as usize
     });
     // A last payload each way after the rest: once it is delivered, any retransmission
     // of an earlier payload has been received (FIFO) and would show as a duplicate.
     a.send(TOTAL..TOTAL + 1);
     b.send(TOTAL..TOTAL + 1);
-    wait_until("the final payload arrived on both sides", || {
+    wait_until(&signal, "the final payload arrived on both sides", || {
         a.delivered() > TOTAL as usize && b.delivered() > TOTAL as usize
     });
 
@@ -335,14 +340,15 @@ fn ten_thousand_messages_each_way_exactly_once_in_order_across_cuts() {
 #[test]
 fn frames_larger_than_a_network_buffer_chunk_arrive_whole() {
     const PAD: usize = 300_000;
-    let mut a = Side::start("large-a");
-    let mut b = Side::start("large-b");
+    let signal = Arc::new(Signal::default());
+    let mut a = Side::start("large-a", &signal);
+    let mut b = Side::start("large-b", &signal);
     let (addr_a, addr_b) = (a.rt.address, b.rt.address);
     a.wire(0x1A, addr_b);
     b.wire(0x1B, addr_a);
     a.send_padded(0..3, PAD);
     b.send_padded(0..3, PAD);
-    wait_until("three large payloads each way", || {
+    wait_until(&signal, "three large payloads each way", || {
         a.delivered() >= 3 && b.delivered() >= 3
     });
     // Cut while more are sent, so they come back as one multi-payload retransmission.
@@ -351,10 +357,10 @@ fn frames_larger_than_a_network_buffer_chunk_arrive_whole() {
     a.send_padded(3..6, PAD);
     b.send_padded(3..6, PAD);
     a.set_blocked(addr_b, false);
-    wait_until("reconnected after the cut", || {
+    wait_until(&signal, "reconnected after the cut", || {
         a.reconnects() > ra && b.reconnects() > rb
     });
-    wait_until("six large payloads each way", || {
+    wait_until(&signal, "six large payloads each way", || {
         a.delivered() >= 6 && b.delivered() >= 6
     });
     for (name, side) in [("A", &a), ("B", &b)] {
