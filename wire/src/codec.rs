@@ -73,12 +73,7 @@ pub fn encode(msg: &NetMessage, buf: &mut impl BufMut) {
                 client,
                 seq,
                 result,
-            } => pb::Response {
-                client: *client,
-                seq: *seq,
-                result: Some(c::kv_result_to_pb(result)),
-            }
-            .encode_raw(buf),
+            } => c::response_to_pb(*client, *seq, result).encode_raw(buf),
             ClientMessage::Refused {
                 client,
                 seq,

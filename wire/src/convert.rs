@@ -529,12 +529,17 @@ pub(crate) fn connect_ack_from_pb(m: pb::ConnectAck) -> Result<ClientMessage> {
     })
 }
 
-pub(crate) fn client_response_to_pb(r: &ClientResponse) -> pb::Response {
+/// One operation's answer, as sent alone (`Response`) or in a `ResponseBatch`.
+pub(crate) fn response_to_pb(client: u64, seq: u64, result: &KvResult) -> pb::Response {
     pb::Response {
-        client: r.client,
-        seq: r.seq,
-        result: Some(kv_result_to_pb(&r.result)),
+        client,
+        seq,
+        result: Some(kv_result_to_pb(result)),
     }
+}
+
+pub(crate) fn client_response_to_pb(r: &ClientResponse) -> pb::Response {
+    response_to_pb(r.client, r.seq, &r.result)
 }
 
 pub(crate) fn client_response_from_pb(m: pb::Response) -> Result<ClientResponse> {
@@ -546,10 +551,15 @@ pub(crate) fn client_response_from_pb(m: pb::Response) -> Result<ClientResponse>
 }
 
 pub(crate) fn response_from_pb(m: pb::Response) -> Result<ClientMessage> {
+    let ClientResponse {
+        client,
+        seq,
+        result,
+    } = client_response_from_pb(m)?;
     Ok(ClientMessage::Response {
-        client: m.client,
-        seq: m.seq,
-        result: kv_result_from_pb(req(m.result, "Response", "result")?)?,
+        client,
+        seq,
+        result,
     })
 }
 
