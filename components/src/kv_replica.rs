@@ -22,7 +22,7 @@ use kv_ports::{
 use kv_protocols::kv::{Applied, KvState};
 
 use crate::metrics::{Metrics, OpKind, Outcome, PartitionMetrics, inc};
-use crate::ticker::Ticker;
+use crate::ticker::{Ticker, ticker_lifecycle};
 
 /// Settings of one replica.
 #[derive(Clone, Debug)]
@@ -380,17 +380,7 @@ impl KvReplica {
     }
 }
 
-impl ComponentLifecycle for KvReplica {
-    fn on_start(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.start());
-        Handled::OK
-    }
-
-    fn on_stop(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.stop());
-        Handled::OK
-    }
-}
+ticker_lifecycle!(KvReplica);
 
 impl Require<SequenceConsensus> for KvReplica {
     fn handle(&mut self, ind: ScIndication) -> HandlerResult {

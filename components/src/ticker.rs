@@ -55,13 +55,9 @@ pub fn ticks(d: Duration, tick: Duration) -> u64 {
     ((d.as_nanos() / t) as u64).max(1)
 }
 
-/// The shared shape of a component that drives a sans-IO core with ticks: start
-/// and stop its [`Ticker`] with the component, on each of its own timeouts call
-/// `self.core.tick()` then `self.flush()`, and take no actor messages.
-///
-/// The component needs the fields `timer_port: RequiredPort<Timer>`,
-/// `ticker: Ticker` and `core` (with `tick()`), and a method `flush(&mut self)`.
-macro_rules! tick_driven_component {
+/// Starts a component's [`Ticker`] with the component and stops it with it. Needs the
+/// fields `timer_port: RequiredPort<Timer>` and `ticker: Ticker`.
+macro_rules! ticker_lifecycle {
     ($comp:ty) => {
         impl ComponentLifecycle for $comp {
             fn on_start(&mut self) -> HandlerResult {
@@ -74,6 +70,20 @@ macro_rules! tick_driven_component {
                 Handled::OK
             }
         }
+    };
+}
+
+pub(crate) use ticker_lifecycle;
+
+/// The shared shape of a component that drives a sans-IO core with ticks: start
+/// and stop its [`Ticker`] with the component, on each of its own timeouts call
+/// `self.core.tick()` then `self.flush()`, and take no actor messages.
+///
+/// The component needs the fields `timer_port: RequiredPort<Timer>`,
+/// `ticker: Ticker` and `core` (with `tick()`), and a method `flush(&mut self)`.
+macro_rules! tick_driven_component {
+    ($comp:ty) => {
+        $crate::ticker::ticker_lifecycle!($comp);
 
         impl Require<kv_ports::Timer> for $comp {
             fn handle(&mut self, t: kv_ports::Timeout) -> HandlerResult {

@@ -24,6 +24,14 @@ fn cfg(incarnation: u64) -> LinkConfig {
     }
 }
 
+/// Every payload in `frames`, in order.
+fn payloads_in(frames: &[(NodeId, Frame<u64>)]) -> Vec<u64> {
+    frames
+        .iter()
+        .flat_map(|(_, f)| f.payloads.clone())
+        .collect()
+}
+
 /// `c` with a window no test run fills.
 fn wide(c: LinkConfig) -> LinkConfig {
     LinkConfig {
@@ -205,10 +213,7 @@ fn a_silent_peer_gets_no_new_frames_until_it_acknowledges_or_reconnects() {
     );
     la.reconnected(b);
     la.take_frames(&mut frames);
-    let sent: Vec<u64> = frames
-        .iter()
-        .flat_map(|(_, f)| f.payloads.clone())
-        .collect();
+    let sent = payloads_in(&frames);
     assert_eq!(sent, (0..100).collect::<Vec<u64>>());
     assert_eq!(la.unacked(b), 100);
 }
@@ -224,7 +229,7 @@ fn at_most_a_window_is_in_flight_and_acknowledgements_release_the_rest_in_order(
         la.send(b, i);
     }
     la.take_frames(&mut frames);
-    let sent: usize = frames.iter().map(|(_, f)| f.payloads.len()).sum();
+    let sent = payloads_in(&frames).len();
     assert_eq!(
         sent, 24,
         "only a window's worth goes out before an acknowledgement"
@@ -244,7 +249,7 @@ fn at_most_a_window_is_in_flight_and_acknowledgements_release_the_rest_in_order(
             la.receive(b, f, &mut none);
         }
         la.take_frames(&mut frames);
-        let in_flight: usize = frames.iter().map(|(_, f)| f.payloads.len()).sum();
+        let in_flight = payloads_in(&frames).len();
         assert!(in_flight <= 24, "{in_flight} payloads in flight");
     }
     let got: Vec<u64> = deliver.iter().map(|(_, p)| *p).collect();
@@ -268,10 +273,7 @@ fn a_reconnected_peer_gets_its_backlog_a_window_at_a_time() {
     assert!(frames.is_empty(), "nothing goes to a peer that is down");
     la.reconnected(b);
     la.take_frames(&mut frames);
-    let sent: Vec<u64> = frames
-        .iter()
-        .flat_map(|(_, f)| f.payloads.clone())
-        .collect();
+    let sent = payloads_in(&frames);
     assert_eq!(
         sent,
         (0..24).collect::<Vec<u64>>(),
