@@ -1201,7 +1201,8 @@ fn diagnose_syntax(text: &str) -> String {
 }
 
 /// The first non-ASCII character outside quoted strings (`"..."`, `"""..."""`) and
-/// comments (`#`, `//`), with its 1-based line.
+/// comments (`#`, `//`, up to the next line feed or carriage return), with its
+/// 1-based line.
 fn unquoted_non_ascii(text: &str) -> Option<(usize, char)> {
     enum At {
         Plain,
@@ -1238,8 +1239,10 @@ fn unquoted_non_ascii(text: &str) -> Option<(usize, char)> {
                     step = 3;
                 }
             }
+            // The parser ends a comment at a carriage return as well as at a line
+            // feed (found by fuzzing: `#x\rʒ` panicked it), so the scan does too.
             At::Comment => {
-                if c == '\n' {
+                if c == '\n' || c == '\r' {
                     at = At::Plain;
                 }
             }

@@ -23,6 +23,22 @@ fn non_ascii_outside_quotes_is_a_syntax_error_not_a_panic() {
     );
 }
 
+/// The parser ends a `#` or `//` comment at a carriage return, so non-ASCII text
+/// after one is outside the comment; it panicked the parser the same way.
+#[test]
+fn non_ascii_after_a_carriage_return_in_a_comment_is_a_syntax_error_not_a_panic() {
+    // The input the fuzzer found (CI, 20 s run), and its shortest form.
+    let found = "2=#\"\"\0\0#\"\"\u{292}<\"\0\0\0\0\0\0\0\r\u{292}\0";
+    for text in [found, "#x\r\u{292}", "a = 1 // x\r\u{292}\n"] {
+        let e = load_str(text, "crash.conf").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "crash.conf: syntax error: line 1: '\u{292}' outside quotes (non-ASCII text is only accepted in quoted strings: write it in quotes)",
+            "{text:?}"
+        );
+    }
+}
+
 /// Non-ASCII text is fine in quoted strings and in comments.
 #[test]
 fn non_ascii_in_quotes_and_comments_is_accepted() {
