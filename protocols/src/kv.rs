@@ -136,6 +136,14 @@ pub struct KvCommand {
     pub op: KvOp,
 }
 
+/// A client command never ends a configuration: stop-signs travel as their own
+/// kind of log entry.
+impl crate::sequence_paxos::LogEntry for KvCommand {
+    fn is_stop_sign(&self) -> bool {
+        false
+    }
+}
+
 /// What applying one command did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {

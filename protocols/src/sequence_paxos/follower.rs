@@ -8,7 +8,7 @@ use crate::sequence_paxos::messages::{
     AcceptDecide, AcceptSync, Accepted, Decide, PaxosMsg, Prepare, Promise,
 };
 
-impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
+impl<T: super::LogEntry> SequencePaxos<T> {
     pub(super) fn handle_prepare(&mut self, from: NodeId, p: Prepare) {
         // Only the owner of a ballot leads with it; lower ballots were overtaken.
         if p.n.pid != from {
@@ -141,6 +141,18 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
     /// higher ballot we never promised means we missed its `Prepare`.
     fn accepts_from(&mut self, n: Ballot, from: NodeId) -> bool {
         if n < self.promised {
+            // A leader that does not know it was overtaken: without an answer it
+            // would go on counting on us (it may already hold our `Accepted` for its
+            // whole log, so it would never prepare us again) while we ignore its
+            // decisions. Our announcement carries the higher promise, which makes it
+            // step down and prepare again above it.
+            if self
+                .last_overtaken_notice
+                .is_none_or(|t| self.ticks >= t + self.resend_ticks)
+            {
+                self.last_overtaken_notice = Some(self.ticks);
+                self.send_compaction(from);
+            }
             return false;
         }
         if n == self.promised {

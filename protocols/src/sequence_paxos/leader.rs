@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{Role, SequencePaxos};
+use super::{PaxosEvent, Role, SequencePaxos};
 use crate::NodeId;
 use crate::ballot::Ballot;
 use crate::sequence_paxos::messages::{
@@ -76,7 +76,7 @@ impl<T> LeaderState<T> {
     }
 }
 
-impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
+impl<T: super::LogEntry> SequencePaxos<T> {
     /// Starts leading: picks a ballot above anything promised, sends `Prepare`.
     pub(super) fn become_leader(&mut self, ble_ballot: Ballot) {
         let n = if ble_ballot > self.promised && ble_ballot.pid == self.me {
@@ -89,6 +89,7 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
         };
         self.promised = n;
         self.leader = Some(n);
+        self.hold_forwarding = false;
         self.role = Role::Leader(LeaderState {
             n,
             phase: Phase::Prepare(PrepareState {
@@ -363,10 +364,20 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
             let Phase::Accept(acc) = &mut ls.phase else {
                 break;
             };
+            if self.log.back().is_some_and(|e| e.is_stop_sign()) {
+                // The configuration ends with the stop-sign: nothing may follow it.
+                for e in self.pending.drain(..) {
+                    self.events.push(PaxosEvent::Dropped(e));
+                }
+                break;
+            }
             if self.pending.is_empty() || acc.batch_ends.len() >= self.max_inflight {
                 break;
             }
-            let k = self.pending.len().min(self.max_batch);
+            let mut k = self.pending.len().min(self.max_batch);
+            if let Some(pos) = self.pending.iter().take(k).position(|e| e.is_stop_sign()) {
+                k = pos + 1;
+            }
             let start_idx = self.first_idx + self.log.len() as u64;
             let entries: Vec<T> = self.pending.drain(..k).collect();
             self.log.extend(entries.iter().cloned());

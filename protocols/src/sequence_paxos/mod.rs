@@ -25,6 +25,32 @@ pub use messages::{
     AcceptDecide, AcceptSync, Accepted, Decide, PaxosMsg, Prepare, Promise, Snapshot,
 };
 
+/// What Sequence Paxos needs to know about a log entry: whether it is a stop-sign.
+///
+/// A stop-sign is the last entry of a configuration (a replication group in one
+/// epoch). Once a replica has it in its log, nothing is ever appended after it; once
+/// it is decided, the instance is stopped and the next configuration (named inside
+/// the stop-sign, which only the host interprets) takes over from the state after it.
+/// See `docs/membership.md`.
+pub trait LogEntry: Clone + std::fmt::Debug {
+    /// Whether this entry ends its configuration.
+    fn is_stop_sign(&self) -> bool;
+}
+
+/// Plain integers (the logs of tests and examples) are never stop-signs.
+impl LogEntry for u32 {
+    fn is_stop_sign(&self) -> bool {
+        false
+    }
+}
+
+/// Plain integers (the logs of tests and examples) are never stop-signs.
+impl LogEntry for u64 {
+    fn is_stop_sign(&self) -> bool {
+        false
+    }
+}
+
 use leader::LeaderState;
 
 /// Configuration of one Sequence Paxos replica.
@@ -134,6 +160,14 @@ pub struct SequencePaxos<T> {
     /// follower, waiting to be forwarded. Invariant: `pending.len() <= max_pending`
     /// after every call.
     pending: VecDeque<T>,
+    /// Set when proposals forwarded to this replica arrived while it does not lead:
+    /// they (and everything buffered with them) wait for the next tick before they are
+    /// forwarded again, so two replicas that each believe the other leads pass them
+    /// back and forth once per tick instead of in an endless burst of messages.
+    hold_forwarding: bool,
+    /// Tick at which we last told a leader of a lower ballot about our promise (rate
+    /// limit; see `accepts_from`).
+    last_overtaken_notice: Option<u64>,
     /// The highest `applied_idx` each other member reported in a `Compaction`.
     applied: BTreeMap<NodeId, u64>,
     /// Logical clock.
@@ -144,7 +178,7 @@ pub struct SequencePaxos<T> {
     events: Vec<PaxosEvent<T>>,
 }
 
-impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
+impl<T: LogEntry> SequencePaxos<T> {
     /// A new replica with an empty log, following nobody.
     pub fn new(cfg: PaxosConfig) -> Self {
         let mut others: Vec<NodeId> = cfg.peers.into_iter().filter(|p| *p != cfg.me).collect();
@@ -172,6 +206,8 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
             last_leader_contact: 0,
             role: Role::Follower(FollowerState::default()),
             pending: VecDeque::new(),
+            hold_forwarding: false,
+            last_overtaken_notice: None,
             applied: BTreeMap::new(),
             ticks: 0,
             outgoing: Vec::new(),
@@ -223,11 +259,17 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
 
     /// Proposes `entries` in this order, as [`propose`](Self::propose) would one by
     /// one, except that a leader sends them together (up to `max_batch` per Accept).
+    ///
+    /// Once a stop-sign is in this replica's log or among its buffered proposals,
+    /// every later proposal is reported [`PaxosEvent::Dropped`]: nothing may follow a
+    /// stop-sign, and the next configuration serves those commands.
     pub fn propose_all(&mut self, entries: impl IntoIterator<Item = T>) {
+        let mut closed = self.has_stop_sign() || self.pending.iter().any(T::is_stop_sign);
         for entry in entries {
-            if self.pending.len() >= self.max_pending {
+            if closed || self.pending.len() >= self.max_pending {
                 self.events.push(PaxosEvent::Dropped(entry));
             } else {
+                closed = entry.is_stop_sign();
                 self.pending.push_back(entry);
             }
         }
@@ -244,6 +286,7 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
         match self.role {
             Role::Leader(_) => self.leader_tick(),
             Role::Follower(_) => {
+                self.hold_forwarding = false;
                 self.forward_pending();
                 // Leadership follows BLE: if BLE says we lead but a higher ballot made
                 // us step down, and the holder of that ballot has been silent for two
@@ -281,8 +324,13 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
     /// The host has applied entries `0..snap.idx`, and `snap` is the resulting state.
     /// Ignored unless `snap.idx` is decided and newer than the current snapshot. The
     /// replica announces it to the group and trims its log when it safely can.
+    /// A snapshot past a stop-sign is ignored too: the stop-sign stays in the log, so
+    /// every replica learns it through the log.
     pub fn set_snapshot(&mut self, snap: Snapshot) {
         if snap.idx > self.decided_idx || snap.idx <= self.snapshot_idx() {
+            return;
+        }
+        if self.has_stop_sign() && snap.idx >= self.log_len() {
             return;
         }
         let idx = snap.idx;
@@ -350,6 +398,21 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
     /// The promised ballot.
     pub fn promised(&self) -> Ballot {
         self.promised
+    }
+
+    /// Whether this replica's log ends with a stop-sign (accepted, maybe not yet
+    /// decided). Invariant: a stop-sign is only ever the last entry of a log, and it
+    /// is never trimmed (snapshots stop at its index).
+    pub fn has_stop_sign(&self) -> bool {
+        self.log.back().is_some_and(T::is_stop_sign)
+    }
+
+    /// The decided stop-sign and its index, once this instance is stopped: nothing
+    /// will ever be decided after it.
+    pub fn stopped(&self) -> Option<(u64, &T)> {
+        let idx = self.log_len().checked_sub(1)?;
+        let ss = self.log.back().filter(|e| e.is_stop_sign())?;
+        (idx < self.decided_idx).then_some((idx, ss))
     }
 
     // ----- shared helpers -------------------------------------------------------
@@ -468,15 +531,23 @@ impl<T: Clone + std::fmt::Debug> SequencePaxos<T> {
 
     /// A proposal arrived from another replica: treat it as proposed here.
     fn handle_proposal_forward(&mut self, entries: Vec<T>) {
-        for e in entries {
-            self.propose(e);
+        if matches!(self.role, Role::Follower(_)) {
+            self.hold_forwarding = true;
         }
+        self.propose_all(entries);
     }
 
     /// Sends buffered proposals to the known leader (non-leaders only).
     fn forward_pending(&mut self) {
+        if self.has_stop_sign() {
+            // Nothing can be appended in this configuration any more.
+            for e in self.pending.drain(..) {
+                self.events.push(PaxosEvent::Dropped(e));
+            }
+            return;
+        }
         let Some(leader) = self.leader else { return };
-        if leader.pid == self.me || self.pending.is_empty() {
+        if leader.pid == self.me || self.pending.is_empty() || self.hold_forwarding {
             return;
         }
         while !self.pending.is_empty() {

@@ -23,13 +23,13 @@ fn ballot(n: u64, pid: u16) -> Ballot {
     Ballot { n, pid: id(pid) }
 }
 
-fn out<T: Clone + std::fmt::Debug>(sp: &mut SequencePaxos<T>) -> Vec<(NodeId, PaxosMsg<T>)> {
+fn out<T: LogEntry>(sp: &mut SequencePaxos<T>) -> Vec<(NodeId, PaxosMsg<T>)> {
     let mut v = Vec::new();
     sp.take_outgoing(&mut v);
     v
 }
 
-fn events<T: Clone + std::fmt::Debug>(sp: &mut SequencePaxos<T>) -> Vec<PaxosEvent<T>> {
+fn events<T: LogEntry>(sp: &mut SequencePaxos<T>) -> Vec<PaxosEvent<T>> {
     let mut v = Vec::new();
     sp.take_events(&mut v);
     v
@@ -421,4 +421,55 @@ fn malformed_messages_are_ignored() {
         }),
     );
     assert!(!l.is_leader());
+}
+
+#[test]
+fn overtaken_leader_learns_of_the_higher_promise_from_a_follower_that_ignores_it() {
+    let mut net = Net::new(3, 1000);
+    net.elect(1, 1);
+    net.nodes[1].propose(1);
+    net.deliver(|_, _, _| false);
+    assert!(net.nodes[1].is_leader());
+    // Node 0 is told it leads and prepares ballot 5, but its Prepares are lost: node
+    // 1 still leads with ballot 1 and holds node 0's Accepted for its whole log.
+    net.nodes[0].handle_leader(ballot(5, 0));
+    let _ = out(&mut net.nodes[0]);
+    // Node 1's next batch reaches node 0, which ignores it but answers with its
+    // promise instead of staying silent...
+    net.nodes[1].propose(2);
+    let to_zero: Vec<_> = out(&mut net.nodes[1])
+        .into_iter()
+        .filter(|(to, _)| *to == id(0))
+        .collect();
+    for (_, m) in to_zero {
+        net.nodes[0].handle(id(1), m);
+    }
+    let notices: Vec<_> = out(&mut net.nodes[0])
+        .into_iter()
+        .filter(|(to, m)| {
+            *to == id(1) && matches!(m, PaxosMsg::Compaction { n, .. } if *n == ballot(5, 0))
+        })
+        .collect();
+    assert_eq!(notices.len(), 1);
+    // ...so node 1 steps down instead of counting on node 0 for ever.
+    for (_, m) in notices {
+        net.nodes[1].handle(id(0), m);
+    }
+    assert!(!net.nodes[1].is_leader());
+}
+
+#[test]
+fn followers_that_each_believe_the_other_leads_pass_proposals_once_per_tick() {
+    let mut a: SequencePaxos<u32> = SequencePaxos::new(cfg(0, 3, 1000));
+    a.handle_leader(ballot(3, 1));
+    // A proposal forwarded to node 0 while node 0 does not lead: it is not sent on
+    // at once (node 1 might send it straight back), only at the next tick.
+    a.handle(id(1), PaxosMsg::ProposalForward(vec![7]));
+    assert!(out(&mut a).is_empty());
+    assert_eq!(a.pending_len(), 1);
+    a.tick();
+    let sent = out(&mut a);
+    assert!(
+        matches!(&sent[..], [(to, PaxosMsg::ProposalForward(v))] if *to == id(1) && v == &vec![7])
+    );
 }
