@@ -10,6 +10,7 @@
 
 pub mod ballot;
 pub mod ble;
+pub mod directory;
 pub mod epfd;
 pub mod kv;
 pub mod link;
