@@ -1,5 +1,6 @@
 //! Property tests: the core against a seeded model of a cluster whose nodes drop,
-//! duplicate, delay and reorder answers, refuse with `Busy`, and crash.
+//! duplicate, delay and reorder answers, refuse with `Busy`, and crash, while the
+//! client is told of moved groups (redirects) now and then.
 //!
 //! Every operation is a PUT whose value names its `(session, tag)`, so each request
 //! on the wire says which operation it carries. A node answers `(client, seq)` with a
@@ -42,6 +43,9 @@ struct Faults {
     max_delay: u64,
     /// Nodes that crash, and when.
     crashes: Vec<(u64, usize)>,
+    /// Redirects the client is given: (tick, partition, epoch, nodes); epochs may go
+    /// backwards and node lists may be empty, as late or bogus redirects would.
+    redirects: Vec<(u64, PartitionId, u64, Vec<usize>)>,
 }
 
 /// Sessions, and the operations each submits (by tick).
@@ -56,7 +60,7 @@ struct Workload {
 /// What the checker knows about one session.
 #[derive(Debug, Default)]
 struct SessionLog {
-    /// Tags submitted and not completed, in order, with the tick each could start.
+    /// Tags submitted and not completed, in submission order.
     pending: VecDeque<u64>,
     /// Submission tick per tag.
     submitted: BTreeMap<u64, u64>,
@@ -370,11 +374,23 @@ impl Run {
             c.sort();
             c.into()
         };
+        let mut redirects: VecDeque<_> = {
+            let mut r = self.f.redirects.clone();
+            r.sort_by_key(|r| r.0);
+            r.into()
+        };
         while self.core.now() < end {
             let now = self.core.now();
             while crashes.front().is_some_and(|c| c.0 <= now) {
                 if let Some((_, n)) = crashes.pop_front() {
                     self.crashed.insert(node(n));
+                }
+            }
+            while redirects.front().is_some_and(|r| r.0 <= now) {
+                if let Some((_, p, epoch, nodes)) = redirects.pop_front() {
+                    self.core
+                        .redirect(p, epoch, nodes.into_iter().map(node).collect());
+                    self.drain();
                 }
             }
             let mut due = Vec::new();
@@ -439,16 +455,23 @@ fn faults() -> impl Strategy<Value = Faults> {
         0u64..=30,
     )
         .prop_flat_map(|(nodes, partitions, drop, dup, busy, max_delay)| {
-            proptest::collection::vec((0u64..600, 0..nodes), 0..=nodes).prop_map(move |crashes| {
-                Faults {
-                    nodes,
-                    partitions,
-                    drop,
-                    dup,
-                    busy,
-                    max_delay,
-                    crashes,
-                }
+            let crashes = proptest::collection::vec((0u64..600, 0..nodes), 0..=nodes);
+            let redirect = (
+                0u64..600,
+                0..partitions,
+                0u64..4,
+                proptest::collection::vec(0..nodes, 0..=3),
+            );
+            let redirects = proptest::collection::vec(redirect, 0..=3);
+            (crashes, redirects).prop_map(move |(crashes, redirects)| Faults {
+                nodes,
+                partitions,
+                drop,
+                dup,
+                busy,
+                max_delay,
+                crashes,
+                redirects,
             })
         })
 }
@@ -500,6 +523,7 @@ proptest! {
             busy: 0.02,
             max_delay,
             crashes: vec![],
+            redirects: vec![],
         };
         let (errors, failures) = Run::new(seed, f, w.sessions.len()).run(&w);
         prop_assert!(errors.is_empty(), "{}", errors.join("\n"));
