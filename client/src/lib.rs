@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod component;
+pub mod core;
 
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use kv_components::connect::connect_to;
 use kv_components::runtime::Runtime;
 use kv_ports::{KvError, KvOp, KvResult, NodeId};
 
+pub use crate::core::{ClientCore, ClientOutput};
 pub use component::{
     ClientCommand, ClientComp, ClientSettings, ClientStats, Completion, fmt_duration,
 };
