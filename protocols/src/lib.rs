@@ -17,6 +17,7 @@ pub mod link;
 pub mod partition;
 pub mod rng;
 pub mod sequence_paxos;
+pub mod transfer;
 
 /// Identity of a node: the address its Kompact system listens on.
 ///
