@@ -1,0 +1,13 @@
+//! kompact-kv's own TCP transport: length-prefixed frames, a versioned handshake
+//! that can authenticate peers with a cluster secret, and one connection per peer on
+//! a single-threaded mio event loop. No Kompact inside: the `Network` provider
+//! adapts it to ports.
+//!
+//! - [`frame`]: the sans-IO frame codec (encoder and incremental decoder);
+//! - [`handshake`]: the sans-IO handshake (hellos, HMAC challenge–response);
+//!
+//! See `docs/transport.md` for the format, the limits and what bad input does.
+#![deny(missing_docs)]
+
+pub mod frame;
+pub mod handshake;
