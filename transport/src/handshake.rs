@@ -9,11 +9,17 @@
 //!            | cluster: len u8, UTF-8 | identity: len u8, UTF-8 "ip:port"
 //!            | incarnation u64 BE | nonce [u8; 32]
 //! Proof (2): kind u8 = 2 | mac [u8; 32]
+//! Welcome (3): kind u8 = 3               acceptor to dialer: use this connection
+//! Duplicate (4): kind u8 = 4             acceptor to dialer: I keep another one
 //! ```
-//! Both sides send their hello at once. Without a secret, a side is done when the
-//! other's hello passed its checks. With one, each side then sends
-//! `HMAC-SHA256(secret, transcript(role))` and is done when the other's proof
-//! verifies (compared in constant time). The transcript holds both hellos' fields
+//! Both sides send their hello at once. Without a secret, a side has verified the
+//! peer when the other's hello passed its checks. With one, each side then sends
+//! `HMAC-SHA256(secret, transcript(role))` and has verified the peer when the other's
+//! proof verifies (compared in constant time). The acceptor then decides whether
+//! the connection is wanted ([`Progress::Decide`]): it answers `Welcome` and is
+//! done, or `Duplicate` when it keeps another connection to that peer. The dialer
+//! is done only on `Welcome`, so neither side uses a connection the other one is
+//! about to drop. The transcript holds both hellos' fields
 //! (dialer's first) and the prover's role, so a proof is bound to this connection's
 //! two fresh nonces (a recorded one cannot be replayed) and to one direction (a proof
 //! cannot be reflected back at its sender).
@@ -43,6 +49,8 @@ pub const MAX_HANDSHAKE_FRAME: usize = 256;
 
 const KIND_HELLO: u8 = 1;
 const KIND_PROOF: u8 = 2;
+const KIND_WELCOME: u8 = 3;
+const KIND_DUPLICATE: u8 = 4;
 const FLAG_SECRET: u8 = 1;
 /// Domain separation: these MACs mean nothing anywhere else.
 const MAC_LABEL: &[u8] = b"kv-transport handshake v1";
@@ -194,6 +202,13 @@ pub enum HandshakeError {
     /// The stream ended before the handshake did.
     #[error("connection closed during the handshake")]
     Closed,
+    /// The acceptor keeps another connection with this dialer (both dialed at
+    /// once); not a failure, the other connection carries the traffic.
+    #[error("peer keeps another connection to us")]
+    Duplicate,
+    /// A method was called in a state where it means nothing.
+    #[error("handshake used out of order")]
+    OutOfOrder,
 }
 
 impl HandshakeError {
@@ -333,15 +348,24 @@ pub struct PeerInfo {
 pub enum Progress {
     /// More bytes are needed from the peer.
     Pending,
-    /// The peer is accepted. Bytes after its last handshake message were left in
-    /// the input: they are the connection's first frames.
+    /// Acceptor only: the peer passed every check. Call [`Handshake::welcome`] to
+    /// take the connection or [`Handshake::refuse_duplicate`] to turn it down.
+    Decide(PeerInfo),
+    /// Dialer only: the acceptor welcomed us. Bytes after its last handshake
+    /// message were left in the input: they are the connection's first frames.
     Done(PeerInfo),
 }
 
 #[derive(Debug, Clone)]
 enum Step {
     AwaitHello,
-    AwaitProof { peer: Hello },
+    AwaitProof {
+        peer: Hello,
+    },
+    /// Dialer: the acceptor is verified; its verdict is next.
+    AwaitVerdict(PeerInfo),
+    /// Acceptor: the dialer is verified; the caller decides.
+    Verified(PeerInfo),
     Done,
     Failed(HandshakeError),
 }
@@ -413,7 +437,7 @@ impl Handshake {
     pub fn receive(&mut self, input: &mut &[u8]) -> Result<Progress, HandshakeError> {
         match &self.step {
             Step::Failed(e) => return Err(e.clone()),
-            Step::Done => return Err(HandshakeError::Malformed("handshake already done")),
+            Step::Done | Step::Verified(_) => return Err(HandshakeError::OutOfOrder),
             _ => {}
         }
         match self.advance(input) {
@@ -423,6 +447,30 @@ impl Handshake {
                 Err(e)
             }
         }
+    }
+
+    /// Acceptor: takes the connection the last [`Progress::Decide`] was about; the
+    /// welcome is in the output, and the handshake is done.
+    pub fn welcome(&mut self) -> Result<PeerInfo, HandshakeError> {
+        let Step::Verified(info) = std::mem::replace(&mut self.step, Step::Done) else {
+            self.step = Step::Failed(HandshakeError::OutOfOrder);
+            return Err(HandshakeError::OutOfOrder);
+        };
+        self.encoder.encode(&[KIND_WELCOME], &mut self.output)?;
+        Ok(info)
+    }
+
+    /// Acceptor: turns the connection down because another one with the same peer
+    /// is kept; the answer is in the output, and the connection should be closed
+    /// once it is sent.
+    pub fn refuse_duplicate(&mut self) -> Result<(), HandshakeError> {
+        if !matches!(self.step, Step::Verified(_)) {
+            self.step = Step::Failed(HandshakeError::OutOfOrder);
+            return Err(HandshakeError::OutOfOrder);
+        }
+        self.step = Step::Failed(HandshakeError::Duplicate);
+        self.encoder.encode(&[KIND_DUPLICATE], &mut self.output)?;
+        Ok(())
     }
 
     /// The stream ended: an error unless the handshake had finished.
@@ -445,10 +493,14 @@ impl Handshake {
                     let peer = Hello::decode(payload)?;
                     self.check_hello(&peer)?;
                     if self.secret.is_none() {
-                        return Ok(Progress::Done(PeerInfo {
+                        let info = PeerInfo {
                             identity: peer.identity,
                             authenticated: false,
-                        }));
+                        };
+                        if let Some(p) = self.verified(info) {
+                            return Ok(p);
+                        }
+                        continue;
                     }
                     let mac = proof_mac(&self.secret, self.role, self.role, &self.local, &peer)
                         .finalize()
@@ -476,14 +528,39 @@ impl Handshake {
                     )
                     .verify_slice(mac)
                     .map_err(|_| HandshakeError::AuthenticationFailed)?;
-                    return Ok(Progress::Done(PeerInfo {
+                    let info = PeerInfo {
                         identity: peer.identity,
                         authenticated: true,
-                    }));
+                    };
+                    if let Some(p) = self.verified(info) {
+                        return Ok(p);
+                    }
                 }
-                Step::Done | Step::Failed(_) => {
-                    return Err(HandshakeError::Malformed("handshake already done"));
+                Step::AwaitVerdict(info) => {
+                    return match payload {
+                        [KIND_WELCOME] => Ok(Progress::Done(info)),
+                        [KIND_DUPLICATE] => Err(HandshakeError::Duplicate),
+                        _ => Err(HandshakeError::Malformed("expected a verdict")),
+                    };
                 }
+                Step::Verified(_) | Step::Done | Step::Failed(_) => {
+                    return Err(HandshakeError::OutOfOrder);
+                }
+            }
+        }
+    }
+
+    /// The peer passed every check: an acceptor hands the decision to its caller
+    /// (returned), a dialer waits for the verdict (`None`: read on).
+    fn verified(&mut self, info: PeerInfo) -> Option<Progress> {
+        match self.role {
+            Role::Acceptor => {
+                self.step = Step::Verified(info.clone());
+                Some(Progress::Decide(info))
+            }
+            Role::Dialer => {
+                self.step = Step::AwaitVerdict(info);
+                None
             }
         }
     }
@@ -566,6 +643,19 @@ mod tests {
         Result<PeerInfo, HandshakeError>,
         Result<PeerInfo, HandshakeError>,
     ) {
+        run_deciding(dialer, acceptor, chunk, false)
+    }
+
+    /// As `run`, the acceptor refusing the connection as a duplicate if `refuse`.
+    fn run_deciding(
+        dialer: &HandshakeConfig,
+        acceptor: &HandshakeConfig,
+        chunk: usize,
+        refuse: bool,
+    ) -> (
+        Result<PeerInfo, HandshakeError>,
+        Result<PeerInfo, HandshakeError>,
+    ) {
         let mut d =
             Handshake::new(dialer, Role::Dialer, Some(acceptor.identity.addr), [1; 32]).unwrap();
         let mut a = Handshake::new(acceptor, Role::Acceptor, None, [2; 32]).unwrap();
@@ -584,6 +674,11 @@ mod tests {
                     match hs.receive(&mut input) {
                         Ok(Progress::Pending) => {}
                         Ok(Progress::Done(p)) => *res = Some(Ok(p)),
+                        Ok(Progress::Decide(_)) if refuse => {
+                            hs.refuse_duplicate().unwrap();
+                            *res = Some(Err(HandshakeError::Duplicate));
+                        }
+                        Ok(Progress::Decide(_)) => *res = Some(hs.welcome()),
                         Err(e) => *res = Some(Err(e)),
                     }
                 }
@@ -621,6 +716,30 @@ mod tests {
             assert!(rd.unwrap().authenticated);
             assert!(ra.unwrap().authenticated);
         }
+    }
+
+    #[test]
+    fn a_duplicate_is_refused_and_the_dialer_is_told() {
+        for secret in [None, Some(&b"k"[..])] {
+            let (d, a) = (config(1, "c", secret), config(2, "c", secret));
+            let (rd, ra) = run_deciding(&d, &a, 1000, true);
+            assert_eq!(rd, Err(HandshakeError::Duplicate));
+            assert_eq!(ra, Err(HandshakeError::Duplicate));
+        }
+    }
+
+    #[test]
+    fn verdicts_only_when_asked() {
+        let mut hs = acceptor();
+        assert_eq!(hs.welcome(), Err(HandshakeError::OutOfOrder));
+        let mut hs = acceptor();
+        assert_eq!(hs.refuse_duplicate(), Err(HandshakeError::OutOfOrder));
+        // A dialer is sent a verdict before any hello.
+        let mut hs = Handshake::new(&config(1, "c", None), Role::Dialer, None, [0; 32]).unwrap();
+        assert!(matches!(
+            feed(&mut hs, &[0, 0, 0, 1, KIND_WELCOME]),
+            Err(HandshakeError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -823,8 +942,17 @@ mod tests {
         dh.take_output(&mut bytes);
         bytes.extend_from_slice(&[0, 0, 0, 1, 42]);
         let mut input: &[u8] = &bytes;
-        assert!(matches!(ah.receive(&mut input), Ok(Progress::Done(_))));
+        assert!(matches!(ah.receive(&mut input), Ok(Progress::Decide(_))));
         assert_eq!(input, &[0, 0, 0, 1, 42]);
+        ah.welcome().unwrap();
+        // The dialer: the acceptor's hello and welcome, then a frame.
+        let mut bytes = Vec::new();
+        ah.take_output(&mut bytes);
+        bytes.extend_from_slice(&[0, 0, 0, 1, 43]);
+        let mut input: &[u8] = &bytes;
+        assert!(matches!(dh.receive(&mut input), Ok(Progress::Done(_))));
+        assert_eq!(input, &[0, 0, 0, 1, 43]);
+        assert_eq!(dh.receive(&mut input), Err(HandshakeError::OutOfOrder));
     }
 
     #[test]
