@@ -37,6 +37,9 @@ const KIND_KEEPALIVE: u8 = 1;
 const READS_PER_TURN: usize = 16;
 /// An output buffer larger than this is given back once it has drained.
 const RETAINED_OUTPUT: usize = 1 << 20;
+/// What a send costs against `max_unprocessed_send_bytes` beyond its data, so that
+/// even empty frames cannot queue without bound.
+const SEND_OVERHEAD: usize = 64;
 
 /// What the transport reports to its handler, on the network thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +69,8 @@ pub enum Event {
     ConnectionError {
         /// The remote socket address.
         remote: SocketAddr,
-        /// The peer's identity, when known (dialed, or after its hello).
+        /// The peer's identity when known: the address dialed, or the one its
+        /// hello claimed (proven only once a handshake succeeds).
         peer: Option<SocketAddr>,
         /// Why.
         error: ConnectionError,
@@ -267,7 +271,7 @@ impl TransportSender {
                 max: s.max_data,
             });
         }
-        let len = data.len();
+        let len = data.len() + SEND_OVERHEAD;
         let queued = s.unprocessed.fetch_add(len, Ordering::AcqRel);
         if queued > s.max_unprocessed {
             s.unprocessed.fetch_sub(len, Ordering::AcqRel);
@@ -479,7 +483,7 @@ impl Conn {
     fn peer(&self) -> Option<SocketAddr> {
         match &self.phase {
             Phase::Open { peer, .. } => Some(peer.addr),
-            Phase::Handshake(_) => self.dialed,
+            Phase::Handshake(hs) => hs.claimed_peer().map(|id| id.addr).or(self.dialed),
         }
     }
 }
@@ -592,7 +596,7 @@ impl<H: FnMut(Event)> EventLoop<H> {
                 Ok(Command::Send { peer, data }) => {
                     self.shared
                         .unprocessed
-                        .fetch_sub(data.len(), Ordering::AcqRel);
+                        .fetch_sub(data.len() + SEND_OVERHEAD, Ordering::AcqRel);
                     self.send(peer, &data);
                 }
                 Ok(Command::Shutdown) => return Flow::Stop,
@@ -636,9 +640,14 @@ impl<H: FnMut(Event)> EventLoop<H> {
         let parts: [&[u8]; 2] = [&[KIND_DATA], data];
         match conn {
             Some((t, c)) => {
+                // A connection with output already is in `dirty` or waiting to be
+                // writable: one entry per connection, not per frame.
+                let idle = c.unsent() == 0;
                 if self.encoder.encode_parts(&parts, &mut c.out).is_ok() {
                     Counters::add(&self.shared.counters.frames_out, 1);
-                    self.dirty.push(t);
+                    if idle {
+                        self.dirty.push(t);
+                    }
                 }
             }
             None => {

@@ -384,6 +384,9 @@ pub struct Handshake {
     decoder: FrameDecoder,
     encoder: FrameEncoder,
     step: Step,
+    /// The identity the peer's hello claimed, once one parsed (proven only when
+    /// the handshake succeeds).
+    claimed: Option<Identity>,
     /// Bytes to send, in order. Invariant: holds whole frames only.
     output: Vec<u8>,
 }
@@ -417,6 +420,7 @@ impl Handshake {
             decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
             encoder,
             step: Step::AwaitHello,
+            claimed: None,
             output,
         })
     }
@@ -424,6 +428,12 @@ impl Handshake {
     /// This side's role.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// The identity the peer's hello claimed, if a hello parsed; for naming the
+    /// peer in a log line when the handshake fails after it. Not proven.
+    pub fn claimed_peer(&self) -> Option<Identity> {
+        self.claimed
     }
 
     /// Moves the bytes to send to the peer onto the end of `out`.
@@ -491,6 +501,7 @@ impl Handshake {
             match std::mem::replace(&mut self.step, Step::Done) {
                 Step::AwaitHello => {
                     let peer = Hello::decode(payload)?;
+                    self.claimed = Some(peer.identity);
                     self.check_hello(&peer)?;
                     if self.secret.is_none() {
                         let info = PeerInfo {

@@ -310,8 +310,13 @@ fn a_peer_with_the_wrong_secret_never_gets_a_frame_delivered() {
     b.wait_for("the auth failure", |e| match e {
         Event::ConnectionError {
             error: ConnectionError::Handshake(h),
+            peer,
             ..
-        } if h.is_auth_failure() => Some(()),
+        } if h.is_auth_failure() => {
+            // Named by the identity its hello claimed.
+            assert_eq!(*peer, Some(SocketAddr::from(([127, 0, 0, 1], 1))));
+            Some(())
+        }
         _ => None,
     });
 
@@ -432,4 +437,48 @@ fn frames_to_ourselves_are_delivered_without_a_socket() {
             data: b"me".to_vec()
         }]
     );
+}
+
+#[test]
+fn silent_connections_time_out_and_handshakes_are_capped() {
+    let mut cfg = config(None);
+    cfg.handshake_timeout = Duration::from_millis(200);
+    cfg.keepalive_interval = Duration::from_millis(20);
+    cfg.idle_timeout = Duration::from_millis(300);
+    cfg.max_handshaking = 1;
+    let b = start(cfg);
+
+    // Connects and says nothing: holds the one handshake slot until it times out.
+    let mut mute = TcpStream::connect(b.addr()).unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    // Wait until b has accepted it (its hello arrives) before the next connect.
+    mute.set_read_timeout(Some(WAIT)).unwrap();
+    let mut first = [0u8; 1];
+    mute.read_exact(&mut first).unwrap();
+    let mut refused = TcpStream::connect(b.addr()).unwrap();
+    expect_closed(&mut refused);
+    expect_closed(&mut mute);
+    let error = b.wait_for("the handshake timeout", |e| match e {
+        Event::ConnectionError { remote, error, .. } if *remote == mute_addr => Some(error.clone()),
+        _ => None,
+    });
+    assert_eq!(error, ConnectionError::HandshakeTimeout);
+    assert_eq!(b.handle.stats().connections_refused, 1);
+
+    // Completes the handshake, then never sends: keep-alives come, then the close.
+    let (mut idle, r) = raw_handshake(b.addr(), CLUSTER, None, 4);
+    r.unwrap();
+    let mut header = [0u8; 5];
+    idle.read_exact(&mut header).unwrap();
+    assert_eq!(header, [0, 0, 0, 1, 1], "a keep-alive frame");
+    expect_closed(&mut idle);
+    let error = b.wait_for("the idle timeout", |e| match e {
+        Event::ConnectionError { peer, error, .. }
+            if *peer == Some(SocketAddr::from(([127, 0, 0, 1], 4))) =>
+        {
+            Some(error.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(error, ConnectionError::IdleTimeout);
 }
