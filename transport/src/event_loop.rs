@@ -836,6 +836,12 @@ impl<H: FnMut(Event)> EventLoop<H> {
                     c.last_rx = Instant::now();
                     Counters::add(&self.shared.counters.bytes_in, n as u64);
                     if let Err(e) = self.on_bytes(t, &buf[..n]) {
+                        if let ConnectionError::Handshake(_) = e {
+                            // Send what the handshake still had to say (our hello or
+                            // proof), so the peer learns why from its own checks
+                            // rather than from a bare close.
+                            let _ = self.write_out(t);
+                        }
                         self.close(t, Some(e));
                         break;
                     }
@@ -1098,16 +1104,22 @@ impl<H: FnMut(Event)> EventLoop<H> {
     }
 
     /// Writes as much of `t`'s output as the socket takes: one system call for every
-    /// frame queued since the last write.
+    /// frame queued since the last write. A write error closes the connection.
     fn flush(&mut self, t: Token) {
+        if let Err(e) = self.write_out(t) {
+            self.close(t, Some(e.into()));
+        }
+    }
+
+    fn write_out(&mut self, t: Token) -> io::Result<()> {
         let Some(c) = self.conns.get_mut(&t) else {
-            return;
+            return Ok(());
         };
         if c.connecting {
-            return;
+            return Ok(());
         }
         let counters = &self.shared.counters;
-        let result = loop {
+        loop {
             if c.out_pos == c.out.len() {
                 c.out.clear();
                 c.out_pos = 0;
@@ -1136,9 +1148,6 @@ impl<H: FnMut(Event)> EventLoop<H> {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => break Err(e),
             }
-        };
-        if let Err(e) = result {
-            self.close(t, Some(e.into()));
         }
     }
 

@@ -199,8 +199,10 @@ fn raw_handshake(
     s.write_all(&out).unwrap();
     let mut buf = [0u8; 4096];
     loop {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed during the handshake");
+        let n = match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (s, Err(hs.closed())),
+            Ok(n) => n,
+        };
         let mut input = &buf[..n];
         let progress = hs.receive(&mut input);
         out.clear();
