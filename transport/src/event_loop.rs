@@ -37,6 +37,9 @@ const KIND_KEEPALIVE: u8 = 1;
 const READS_PER_TURN: usize = 16;
 /// An output buffer larger than this is given back once it has drained.
 const RETAINED_OUTPUT: usize = 1 << 20;
+/// Sends taken from the channel per loop iteration, so a producer faster than the
+/// network cannot keep the loop from its sockets; the rest wait for the next turn.
+const SENDS_PER_TURN: usize = 4096;
 /// What a send costs against `max_unprocessed_send_bytes` beyond its data, so that
 /// even empty frames cannot queue without bound.
 const SEND_OVERHEAD: usize = 64;
@@ -530,16 +533,20 @@ struct EventLoop<H> {
 }
 
 enum Flow {
-    Continue,
+    /// Every command was taken.
+    Idle,
+    /// The turn's budget ran out with commands left.
+    More,
     Stop,
 }
 
 impl<H: FnMut(Event)> EventLoop<H> {
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
+        let mut commands_left = false;
         loop {
             let now = Instant::now();
-            let timeout = if self.read_again.is_empty() {
+            let timeout = if self.read_again.is_empty() && !commands_left {
                 self.next_housekeeping.saturating_duration_since(now)
             } else {
                 Duration::ZERO
@@ -566,10 +573,14 @@ impl<H: FnMut(Event)> EventLoop<H> {
             for t in std::mem::take(&mut self.read_again) {
                 self.read(t);
             }
-            if let Flow::Stop = self.drain_commands() {
-                self.flush_dirty();
-                self.close_all();
-                return Ok(());
+            match self.drain_commands() {
+                Flow::Idle => commands_left = false,
+                Flow::More => commands_left = true,
+                Flow::Stop => {
+                    self.flush_dirty();
+                    self.close_all();
+                    return Ok(());
+                }
             }
             let now = Instant::now();
             if now >= self.next_housekeeping {
@@ -591,7 +602,7 @@ impl<H: FnMut(Event)> EventLoop<H> {
     fn drain_commands(&mut self) -> Flow {
         // Cleared before draining: a send after this point wakes the loop again.
         self.shared.wake_pending.store(false, Ordering::Release);
-        loop {
+        for _ in 0..SENDS_PER_TURN {
             match self.commands.try_recv() {
                 Ok(Command::Send { peer, data }) => {
                     self.shared
@@ -600,11 +611,12 @@ impl<H: FnMut(Event)> EventLoop<H> {
                     self.send(peer, &data);
                 }
                 Ok(Command::Shutdown) => return Flow::Stop,
-                Err(TryRecvError::Empty) => return Flow::Continue,
+                Err(TryRecvError::Empty) => return Flow::Idle,
                 // Unreachable while `Shared` holds the sender; stop rather than spin.
                 Err(TryRecvError::Disconnected) => return Flow::Stop,
             }
         }
+        Flow::More
     }
 
     fn send(&mut self, addr: SocketAddr, data: &[u8]) {
