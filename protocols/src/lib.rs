@@ -14,6 +14,7 @@ pub mod directory;
 pub mod epfd;
 pub mod kv;
 pub mod link;
+pub mod membership;
 pub mod partition;
 pub mod rng;
 pub mod sequence_paxos;
