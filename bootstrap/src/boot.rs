@@ -1,29 +1,40 @@
-//! The `Bootstrap` component: cluster formation.
+//! The `Bootstrap` component: cluster formation, then membership.
 //!
-//! Every node but the bootstrap server checks in with the server every
-//! keep-alive period until it receives the lookup table. The server (the node whose
-//! `address` equals `bootstrap-address`) counts the nodes that checked in, itself
-//! included; when `boot-threshold` are there it builds the lookup table from exactly
-//! those nodes and sends it to each of them. A node that checks in later is told
-//! that it is not part of the table. The server is a single point of failure during
-//! boot only: once the table is out, the cluster does not need it.
+//! **Formation.** Every node but the bootstrap server checks in with the server
+//! every keep-alive period, naming its cluster and the incarnation its process drew
+//! at start. The server (the node whose `address` equals `bootstrap-address`) counts
+//! the processes that checked in, itself included; when `boot-threshold` are there it
+//! seeds the first layout, a [`Directory`] of exactly those processes, and sends it to
+//! each of them.
+//!
+//! **Membership.** From then on the layout is replicated state: the component runs
+//! the node's [`Membership`] core, which on the nodes of the directory group runs the
+//! directory itself. A process that checks in after boot (a new node, or a node
+//! restarted as a new incarnation) may ask *any* member: the member gets its join
+//! decided by the directory, and the directory's next state reaches the joiner like
+//! every member. A restarted process joins empty: replica slots recorded with its
+//! former incarnation are not its own. The bootstrap server is special during
+//! formation only. See `docs/membership.md`.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kompact::prelude::*;
 use kv_components::ticker::Ticker;
 use kv_ports::{
-    BootIndication, BootstrapMsg, Bootstrapping, LookupTable, NodeId, PerfectLink, PlIndication,
-    PlPayload, PlRequest, Timeout, Timer,
+    BootIndication, BootstrapMsg, Bootstrapping, Directory, Layout, Member, NodeId, PerfectLink,
+    PlIndication, PlPayload, PlRequest, Timeout, Timer,
 };
+use kv_protocols::membership::{Membership, MembershipConfig, MembershipEvent, MembershipMsg};
 
-/// Settings of cluster formation.
+/// Settings of cluster formation and membership.
 #[derive(Clone, Debug)]
 pub struct BootSettings {
     /// This node.
     pub me: NodeId,
+    /// This process's incarnation (random per start).
+    pub incarnation: u64,
     /// The bootstrap server.
     pub server: NodeId,
     /// Nodes needed to form the cluster.
@@ -36,16 +47,22 @@ pub struct BootSettings {
     pub cluster: String,
     /// Period of check-ins.
     pub keep_alive_period: Duration,
+    /// Clock tick of the membership core.
+    pub tick_period: Duration,
+    /// Heartbeat round of the directory's leader election.
+    pub heartbeat_period: Duration,
+    /// Resend period of the directory's Sequence Paxos.
+    pub resend_period: Duration,
 }
 
 enum Role {
     /// Waiting for nodes to check in. Invariant: `checked_in` contains `me`.
-    Server { checked_in: BTreeSet<NodeId> },
-    /// Checking in with the server until the table arrives.
+    Server { checked_in: BTreeMap<NodeId, u64> },
+    /// Checking in until this process is a member.
     Joining,
-    /// The table is known (on the server, it was built here).
-    Booted(Arc<LookupTable>),
-    /// This node is not part of the cluster.
+    /// A member: the layout lives in the membership core.
+    Booted,
+    /// This node cannot be part of the cluster.
     Refused,
 }
 
@@ -58,10 +75,18 @@ pub struct Bootstrap {
     timer_port: RequiredPort<Timer>,
     s: BootSettings,
     role: Role,
+    /// Check-ins (joining role).
     ticker: Ticker,
+    /// The membership core's clock.
+    core_ticker: Ticker,
+    core: Membership,
+    out: Vec<(NodeId, MembershipMsg)>,
+    events: Vec<MembershipEvent>,
     /// Check-ins sent without an answer (joining role), to warn once when the
     /// server stays silent.
     unanswered: u32,
+    /// The directory leader last logged (directory replicas only).
+    directory_leader: Option<NodeId>,
 }
 
 /// Unanswered check-ins after which a joining node warns once that the server may
@@ -69,26 +94,55 @@ pub struct Bootstrap {
 /// frames without a reply, so no `Rejected` can reach us).
 const SILENT_SERVER_WARNING: u32 = 10;
 
+/// Directory commands between snapshots of the directory's log.
+const DIRECTORY_SNAPSHOT_INTERVAL: u64 = 64;
+
+/// Directory commands buffered at most (joins arriving faster are dropped and asked
+/// again at the joiner's next check-in).
+const DIRECTORY_MAX_PENDING: usize = 1024;
+
 impl Bootstrap {
     /// A bootstrap component in the server or the joining role, by address.
     pub fn new(s: BootSettings) -> Self {
+        let me = Member {
+            addr: s.me,
+            incarnation: s.incarnation,
+        };
         let role = if s.me == s.server {
             Role::Server {
-                checked_in: BTreeSet::from([s.me]),
+                checked_in: BTreeMap::from([(s.me, s.incarnation)]),
             }
         } else {
             Role::Joining
         };
+        let ticks = |d: Duration| (d.as_nanos() / s.tick_period.as_nanos().max(1)).max(1) as u64;
+        let core = Membership::new(MembershipConfig {
+            me,
+            hb_round_ticks: ticks(s.heartbeat_period),
+            resend_ticks: ticks(s.resend_period),
+            snapshot_interval: DIRECTORY_SNAPSHOT_INTERVAL,
+            max_pending: DIRECTORY_MAX_PENDING,
+        });
         Bootstrap {
             ctx: ComponentContext::uninitialised(),
             boot_port: ProvidedPort::uninitialised(),
             pl_port: RequiredPort::uninitialised(),
             timer_port: RequiredPort::uninitialised(),
             ticker: Ticker::new(s.keep_alive_period),
+            core_ticker: Ticker::new(s.tick_period),
+            core,
+            out: Vec::new(),
+            events: Vec::new(),
             s,
             role,
             unanswered: 0,
+            directory_leader: None,
         }
+    }
+
+    /// The directory this node knows (for status and tools).
+    pub fn directory(&self) -> Option<Arc<Directory>> {
+        self.core.directory().cloned()
     }
 
     fn send(&mut self, dst: NodeId, msg: BootstrapMsg) {
@@ -100,7 +154,14 @@ impl Bootstrap {
 
     fn check_in(&mut self) {
         let cluster = self.s.cluster.clone();
-        self.send(self.s.server, BootstrapMsg::CheckIn { cluster });
+        let incarnation = self.s.incarnation;
+        self.send(
+            self.s.server,
+            BootstrapMsg::CheckIn {
+                cluster,
+                incarnation,
+            },
+        );
     }
 
     fn maybe_boot(&mut self) {
@@ -110,55 +171,109 @@ impl Bootstrap {
         if checked_in.len() < self.s.boot_threshold {
             return;
         }
-        let nodes: Vec<NodeId> = checked_in.iter().copied().collect();
-        match LookupTable::build(nodes.clone(), self.s.partitions, self.s.replication_degree) {
-            Ok(table) => {
-                let table = Arc::new(table);
-                info!(self.ctx.log(), "cluster formed, sending lookup table";
-                    "nodes" => nodes.len(), "partitions" => table.partitions,
-                    "replication" => table.replication_degree);
+        let members: Vec<Member> = checked_in
+            .iter()
+            .map(|(a, i)| Member {
+                addr: *a,
+                incarnation: *i,
+            })
+            .collect();
+        match Directory::seed(
+            members.clone(),
+            self.s.partitions,
+            self.s.replication_degree,
+        ) {
+            Ok(dir) => {
+                let dir = Arc::new(dir);
+                info!(self.ctx.log(), "cluster formed, sending the first layout";
+                    "nodes" => members.len(), "partitions" => self.s.partitions,
+                    "replication" => self.s.replication_degree);
                 let me = self.s.me;
-                for n in nodes.iter().filter(|n| **n != me) {
-                    self.send(*n, BootstrapMsg::Boot(table.clone()));
+                for m in members.iter().filter(|m| m.addr != me) {
+                    self.send(m.addr, BootstrapMsg::Boot(dir.clone()));
                 }
-                self.install(table);
+                self.core.install((*dir).clone());
+                self.flush_core();
             }
             Err(e) => {
-                error!(self.ctx.log(), "cannot build the lookup table"; "error" => %e);
+                error!(self.ctx.log(), "cannot build the first layout"; "error" => %e);
             }
         }
     }
 
-    fn install(&mut self, table: Arc<LookupTable>) {
-        info!(self.ctx.log(), "lookup table received";
-            "nodes" => table.nodes.len(), "hosted_partitions" => ?table.partitions_of(self.s.me));
-        self.timer_port.trigger(self.ticker.stop());
-        self.role = Role::Booted(table.clone());
-        self.boot_port.trigger(BootIndication::Booted(table));
+    /// Sends what the membership core wants sent and reports its layouts.
+    fn flush_core(&mut self) {
+        let leader = self.core.directory_leader();
+        if leader != self.directory_leader && leader.is_some() {
+            info!(self.ctx.log(), "directory leader"; "leader" => ?leader,
+                "epoch" => self.core.replica_epoch());
+        }
+        self.directory_leader = leader;
+        self.core.take_outgoing(&mut self.out);
+        for (dst, msg) in self.out.drain(..) {
+            self.pl_port.trigger(PlRequest::Send {
+                dst,
+                payload: PlPayload::Membership(msg),
+            });
+        }
+        self.core.take_events(&mut self.events);
+        let events: Vec<MembershipEvent> = self.events.drain(..).collect();
+        for MembershipEvent::Layout(d) in events {
+            let me = Member {
+                addr: self.s.me,
+                incarnation: self.s.incarnation,
+            };
+            match self.role {
+                Role::Booted => {
+                    debug!(self.ctx.log(), "layout changed"; "version" => d.version(),
+                        "members" => d.members().len());
+                    self.boot_port
+                        .trigger(BootIndication::Changed(Layout::of(d)));
+                }
+                Role::Refused => {}
+                Role::Server { .. } | Role::Joining => {
+                    if !d.is_current(&me) {
+                        continue;
+                    }
+                    info!(self.ctx.log(), "member of the cluster";
+                        "nodes" => d.members().len(),
+                        "hosted_groups" => ?d.groups_of(self.s.me),
+                        "directory_version" => d.version());
+                    self.timer_port.trigger(self.ticker.stop());
+                    self.role = Role::Booted;
+                    self.boot_port
+                        .trigger(BootIndication::Booted(Layout::of(d)));
+                }
+            }
+        }
     }
 
     fn on_msg(&mut self, src: NodeId, msg: &BootstrapMsg) {
         match msg {
-            BootstrapMsg::CheckIn { cluster } => self.on_check_in(src, cluster),
-            BootstrapMsg::Boot(table) => {
+            BootstrapMsg::CheckIn {
+                cluster,
+                incarnation,
+            } => self.on_check_in(src, cluster, *incarnation),
+            BootstrapMsg::Boot(dir) => {
                 if src != self.s.server {
-                    warn!(self.ctx.log(), "ignoring a lookup table from a node that is not the bootstrap server"; "from" => %src);
+                    warn!(self.ctx.log(), "ignoring a first layout from a node that is not the bootstrap server"; "from" => %src);
                     return;
                 }
                 if !matches!(self.role, Role::Joining) {
                     return; // duplicate
                 }
-                if let Err(e) = table.validate() {
-                    error!(self.ctx.log(), "ignoring an invalid lookup table"; "from" => %src, "error" => %e);
+                let me = Member {
+                    addr: self.s.me,
+                    incarnation: self.s.incarnation,
+                };
+                if !dir.is_current(&me) {
+                    // A layout for an earlier process at this address: the server
+                    // will let this one in as a new member once it is booted.
+                    debug!(self.ctx.log(), "ignoring a first layout made for another process at this address"; "from" => %src);
                     return;
                 }
-                if !table.contains(self.s.me) {
-                    self.refused(format!(
-                        "the lookup table from {src} does not include this node"
-                    ));
-                    return;
-                }
-                self.install(table.clone());
+                self.core.install((**dir).clone());
+                self.flush_core();
             }
             BootstrapMsg::Rejected { reason } => {
                 if src == self.s.server && matches!(self.role, Role::Joining) {
@@ -175,12 +290,12 @@ impl Bootstrap {
         self.boot_port.trigger(BootIndication::NotInTable(reason));
     }
 
-    fn on_check_in(&mut self, src: NodeId, cluster: &str) {
+    fn on_check_in(&mut self, src: NodeId, cluster: &str, incarnation: u64) {
         if cluster != self.s.cluster {
             warn!(self.ctx.log(), "refusing check-in from a node of another cluster";
                 "from" => %src, "their_cluster" => cluster);
             let reason = format!(
-                "node {src} names cluster {cluster:?}, but the bootstrap server at {} serves {:?}",
+                "node {src} names cluster {cluster:?}, but the node at {} serves {:?}",
                 self.s.me, self.s.cluster
             );
             self.send(src, BootstrapMsg::Rejected { reason });
@@ -188,33 +303,26 @@ impl Bootstrap {
         }
         match &mut self.role {
             Role::Server { checked_in } => {
-                if checked_in.insert(src) {
+                let previous = checked_in.insert(src, incarnation);
+                if previous != Some(incarnation) {
                     info!(self.ctx.log(), "node checked in";
                         "from" => %src, "count" => checked_in.len(), "threshold" => self.s.boot_threshold);
                 }
                 self.maybe_boot();
             }
-            Role::Booted(table) => {
-                let table = table.clone();
-                if table.contains(src) {
-                    self.send(src, BootstrapMsg::Boot(table));
-                } else {
-                    warn!(self.ctx.log(), "refusing late check-in"; "from" => %src);
-                    let reason = format!(
-                        "the cluster was already formed with {} nodes ({}); node {src} is not part of its lookup table",
-                        table.nodes.len(),
-                        table
-                            .nodes
-                            .iter()
-                            .map(|n| n.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    self.send(src, BootstrapMsg::Rejected { reason });
+            Role::Booted => {
+                let m = Member {
+                    addr: src,
+                    incarnation,
+                };
+                if !self.core.directory().is_some_and(|d| d.is_current(&m)) {
+                    info!(self.ctx.log(), "node asks to join"; "from" => %src, "incarnation" => incarnation);
                 }
+                self.core.request_join(m);
+                self.flush_core();
             }
             Role::Joining | Role::Refused => {
-                warn!(self.ctx.log(), "ignoring check-in: this node is not the bootstrap server"; "from" => %src);
+                debug!(self.ctx.log(), "ignoring check-in: this node is not a member yet"; "from" => %src);
             }
         }
     }
@@ -222,6 +330,7 @@ impl Bootstrap {
 
 impl ComponentLifecycle for Bootstrap {
     fn on_start(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.core_ticker.start());
         match self.role {
             Role::Joining => {
                 info!(self.ctx.log(), "checking in with the bootstrap server"; "server" => %self.s.server);
@@ -239,6 +348,7 @@ impl ComponentLifecycle for Bootstrap {
 
     fn on_stop(&mut self) -> HandlerResult {
         self.timer_port.trigger(self.ticker.stop());
+        self.timer_port.trigger(self.core_ticker.stop());
         Handled::OK
     }
 }
@@ -251,10 +361,15 @@ impl Provide<Bootstrapping> for Bootstrap {
 
 impl Require<PerfectLink> for Bootstrap {
     fn handle(&mut self, ind: PlIndication) -> HandlerResult {
-        if let PlIndication::Deliver { src, payload } = ind
-            && let PlPayload::Bootstrap(msg) = &*payload
-        {
-            self.on_msg(src, msg);
+        if let PlIndication::Deliver { src, payload } = ind {
+            match &*payload {
+                PlPayload::Bootstrap(msg) => self.on_msg(src, msg),
+                PlPayload::Membership(msg) if !matches!(self.role, Role::Refused) => {
+                    self.core.handle(src, msg.clone());
+                    self.flush_core();
+                }
+                _ => {}
+            }
         }
         Handled::OK
     }
@@ -262,10 +377,13 @@ impl Require<PerfectLink> for Bootstrap {
 
 impl Require<Timer> for Bootstrap {
     fn handle(&mut self, t: Timeout) -> HandlerResult {
-        if self.ticker.is_mine(&t) && matches!(self.role, Role::Joining) {
+        if self.core_ticker.is_mine(&t) {
+            self.core.tick();
+            self.flush_core();
+        } else if self.ticker.is_mine(&t) && matches!(self.role, Role::Joining) {
             self.unanswered += 1;
             if self.unanswered == SILENT_SERVER_WARNING {
-                warn!(self.ctx.log(), "no lookup table yet: the bootstrap server may still wait for nodes, be down, or belong to another cluster (whose nodes drop our messages unanswered)";
+                warn!(self.ctx.log(), "not a member yet: the bootstrap server may still wait for nodes, be down, or belong to another cluster (whose nodes drop our messages unanswered)";
                     "server" => %self.s.server, "check_ins" => self.unanswered, "cluster" => &self.s.cluster);
             }
             self.check_in();

@@ -31,7 +31,7 @@ use kv_components::overlay::{Overlay, OverlaySettings};
 use kv_components::perfect_link::{PerfectLinkComp, PerfectLinkConfig};
 use kv_components::sequence_paxos::{PaxosSettings as PaxosCompSettings, SequencePaxosComp};
 use kv_ports::{
-    BallotLeaderElection, BootIndication, Bootstrapping, EpfdIndication, EpfdRequest,
+    BallotLeaderElection, BootIndication, Bootstrapping, Directory, EpfdIndication, EpfdRequest,
     EventuallyPerfectFailureDetector, LookupTable, Network, PartitionId, PerfectLink, Routing,
     SequenceConsensus, Timer,
 };
@@ -57,6 +57,8 @@ pub struct PartitionReplica {
 pub struct Hosted {
     /// The lookup table, once booted.
     pub table: Option<Arc<LookupTable>>,
+    /// The directory the table comes from, once booted.
+    pub directory: Option<Arc<Directory>>,
     /// The replicas hosted here.
     pub replicas: Vec<PartitionReplica>,
     /// Set when this node was refused by the bootstrap server.
@@ -174,10 +176,19 @@ ignore_lifecycle!(NodeHost);
 impl Require<Bootstrapping> for NodeHost {
     fn handle(&mut self, ind: BootIndication) -> HandlerResult {
         match ind {
-            BootIndication::Booted(table) => {
+            BootIndication::Booted(layout) => {
+                let table = layout.table.clone();
                 self.epfd_port
                     .trigger(EpfdRequest::Monitor(table.nodes.clone()));
-                let mine = table.partitions_of(self.cfg.address);
+                // Only the slots of this very process: one recorded at our address
+                // with an earlier incarnation is a lost replica, and this empty
+                // process must not vote in its place.
+                let mine: Vec<PartitionId> = layout
+                    .directory
+                    .groups_of(self.cfg.address)
+                    .into_iter()
+                    .filter(|g| *g < table.partitions)
+                    .collect();
                 let mut replicas = Vec::new();
                 for p in mine {
                     replicas.push(self.host_partition(&table, p));
@@ -185,7 +196,15 @@ impl Require<Bootstrapping> for NodeHost {
                 info!(self.ctx.log(), "replicas started"; "partitions" => ?replicas.iter().map(|r| r.partition).collect::<Vec<_>>());
                 let mut h = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
                 h.table = Some(table);
+                h.directory = Some(layout.directory);
                 h.replicas = replicas;
+            }
+            BootIndication::Changed(layout) => {
+                self.epfd_port
+                    .trigger(EpfdRequest::Monitor(layout.table.nodes.clone()));
+                let mut h = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
+                h.table = Some(layout.table);
+                h.directory = Some(layout.directory);
             }
             BootIndication::NotInTable(reason) => {
                 let mut h = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
@@ -283,12 +302,16 @@ impl Node {
         let boot = system.create(|| {
             Bootstrap::new(BootSettings {
                 me,
+                incarnation,
                 server: cfg.bootstrap_address,
                 boot_threshold: cfg.boot_threshold,
                 partitions: cfg.partitions,
                 replication_degree: cfg.replication_degree,
                 cluster: cfg.cluster_name.clone(),
                 keep_alive_period: cfg.keep_alive_period,
+                tick_period: cfg.tick_period,
+                heartbeat_period: cfg.leader_election.heartbeat_period,
+                resend_period: cfg.paxos.resend_period,
             })
         });
         connect_to(&link_conn, &boot);
@@ -328,6 +351,7 @@ impl Node {
 
         let status_source = StatusSource::new(
             me,
+            incarnation,
             cfg.cluster_name.clone(),
             epfd.clone(),
             link.clone(),

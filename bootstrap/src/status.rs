@@ -26,6 +26,7 @@ use crate::node::Hosted;
 #[derive(Clone)]
 pub struct StatusSource {
     me: NodeId,
+    incarnation: u64,
     cluster: String,
     started: Instant,
     epfd: Arc<Component<EpfdComp>>,
@@ -34,9 +35,11 @@ pub struct StatusSource {
 }
 
 impl StatusSource {
-    /// A source over the given components of node `me`.
+    /// A source over the given components of node `me` (this process is
+    /// `incarnation`).
     pub fn new(
         me: NodeId,
+        incarnation: u64,
         cluster: String,
         epfd: Arc<Component<EpfdComp>>,
         link: Arc<Component<PerfectLinkComp>>,
@@ -44,6 +47,7 @@ impl StatusSource {
     ) -> StatusSource {
         StatusSource {
             me,
+            incarnation,
             cluster,
             started: Instant::now(),
             epfd,
@@ -54,14 +58,19 @@ impl StatusSource {
 
     /// The node's view now, answering the request `nonce`.
     pub fn collect(&self, nonce: u64) -> NodeStatus {
-        let (table, not_in_table, replicas) = {
+        let (table, directory, not_in_table, replicas) = {
             let h = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
             let handles: Vec<_> = h
                 .replicas
                 .iter()
                 .map(|r| (r.paxos.clone(), r.replica.clone()))
                 .collect();
-            (h.table.clone(), h.refused.clone(), handles)
+            (
+                h.table.clone(),
+                h.directory.clone(),
+                h.refused.clone(),
+                handles,
+            )
         };
         let mut replicas: Vec<ReplicaStatus> = replicas
             .into_iter()
@@ -85,6 +94,9 @@ impl StatusSource {
             not_in_table,
             replicas,
             suspected: self.epfd.on_definition(|c| c.suspected()),
+            incarnation: self.incarnation,
+            members: directory.as_ref().map(|d| d.members()).unwrap_or_default(),
+            directory_version: directory.as_ref().map(|d| d.version()),
         }
     }
 

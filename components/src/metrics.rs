@@ -708,6 +708,9 @@ mod tests {
                 ..Default::default()
             }],
             suspected: vec!["127.0.0.1:4001".parse().unwrap()],
+            incarnation: 7,
+            members: Vec::new(),
+            directory_version: None,
         }
     }
 

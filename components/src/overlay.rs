@@ -331,9 +331,16 @@ impl Require<EventuallyPerfectFailureDetector> for Overlay {
 impl Require<Bootstrapping> for Overlay {
     fn handle(&mut self, ind: BootIndication) -> HandlerResult {
         match ind {
-            BootIndication::Booted(table) => {
-                self.local = table.partitions_of(self.s.me).into_iter().collect();
-                self.table = Some(table);
+            BootIndication::Booted(layout) | BootIndication::Changed(layout) => {
+                // Only the partitions whose replica is this very process: a slot at our
+                // address held by a former incarnation is not ours.
+                self.local = layout
+                    .directory
+                    .groups_of(self.s.me)
+                    .into_iter()
+                    .filter(|g| *g < layout.directory.partitions())
+                    .collect();
+                self.table = Some(layout.table);
             }
             BootIndication::NotInTable(reason) => {
                 self.not_in_table = Some(reason);

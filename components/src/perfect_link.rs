@@ -52,8 +52,20 @@ fn approx_size(p: &Arc<PlPayload>) -> usize {
             _ => 0,
         },
         PlPayload::Forward(r) => r.requests.iter().map(|q| op(&q.op)).sum(),
-        PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(t)) => 32 * t.nodes.len() * 4,
-        PlPayload::Bootstrap(kv_ports::BootstrapMsg::CheckIn { cluster }) => cluster.len(),
+        PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(d)) => 64 * d.members().len() * 4,
+        PlPayload::Bootstrap(kv_ports::BootstrapMsg::CheckIn { cluster, .. }) => cluster.len(),
+        PlPayload::Membership(kv_ports::MembershipMsg::State(d)) => 64 * d.members().len() * 4,
+        PlPayload::Membership(kv_ports::MembershipMsg::Paxos { msg, .. }) => match msg {
+            PaxosMsg::Promise(m) => {
+                64 * m.suffix.len() + m.snapshot.as_ref().map_or(0, |s| s.data.len())
+            }
+            PaxosMsg::AcceptSync(m) => {
+                64 * m.suffix.len() + m.snapshot.as_ref().map_or(0, |s| s.data.len())
+            }
+            PaxosMsg::AcceptDecide(m) => 64 * m.entries.len(),
+            PaxosMsg::ProposalForward(v) => 64 * v.len(),
+            _ => 0,
+        },
         PlPayload::Bootstrap(kv_ports::BootstrapMsg::Rejected { reason }) => reason.len(),
         _ => 0,
     }

@@ -78,7 +78,7 @@ impl Require<PerfectLink> for Numbered {
         let mut seen = self.seen.lock().unwrap();
         match ind {
             PlIndication::Deliver { src, payload } => match &*payload {
-                PlPayload::Bootstrap(BootstrapMsg::CheckIn { cluster })
+                PlPayload::Bootstrap(BootstrapMsg::CheckIn { cluster, .. })
                     if src == self.peer && number_of(cluster).is_some() =>
                 {
                     seen.delivered.push(number_of(cluster).unwrap());
@@ -111,7 +111,10 @@ impl Actor for Numbered {
             };
             self.pl.trigger(PlRequest::Send {
                 dst: self.peer,
-                payload: PlPayload::Bootstrap(BootstrapMsg::CheckIn { cluster }),
+                payload: PlPayload::Bootstrap(BootstrapMsg::CheckIn {
+                    cluster,
+                    incarnation: 0,
+                }),
             });
         }
         Handled::OK

@@ -152,6 +152,8 @@ struct Report {
     answers: BTreeMap<NodeId, NodeStatus>,
     /// Nodes of the table that did not answer in time.
     silent: Vec<NodeId>,
+    /// The members (address → incarnation) in the endpoint's directory.
+    members: BTreeMap<NodeId, u64>,
 }
 
 /// The leader of a partition as the answering replicas see it.
@@ -252,6 +254,9 @@ fn to_json(r: &Report) -> Value {
                 "node": n.to_string(),
                 "answered": true,
                 "booted": s.table.is_some(),
+                "incarnation": format!("{:016x}", s.incarnation),
+                "member": r.members.get(n).is_some_and(|i| *i == s.incarnation),
+                "directory_version": s.directory_version,
                 "uptime_ms": s.uptime_ms,
                 "suspects": s.suspected.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
                 "not_in_table": s.not_in_table,
@@ -449,6 +454,11 @@ pub fn run(args: &Args) -> ExitCode {
         }
         Some(first) => {
             let table = first.table.clone();
+            let members = first
+                .members
+                .iter()
+                .map(|m| (m.addr, m.incarnation))
+                .collect();
             let others: Vec<NodeId> = table
                 .iter()
                 .flat_map(|t| t.nodes.iter().copied())
@@ -467,6 +477,7 @@ pub fn run(args: &Args) -> ExitCode {
                 table,
                 answers,
                 silent,
+                members,
             };
             if args.json {
                 println!("{}", to_json(&report));

@@ -244,10 +244,10 @@ fn two_nodes_from_hocon_files_find_each_other() {
             "waiting for nodes",
             "node checked in",
             "cluster formed",
-            "lookup table received",
+            "member of the cluster",
         ],
     );
-    let o = lines(other, &["checking in", "lookup table received"]);
+    let o = lines(other, &["checking in", "member of the cluster"]);
     println!("bootstrap server {}:\n  {}", server.address, s.join("\n  "));
     println!("node {}:\n  {}", other.address, o.join("\n  "));
     let has = |v: &[String], x: &str| v.iter().any(|l| l.contains(x));
@@ -256,13 +256,13 @@ fn two_nodes_from_hocon_files_find_each_other() {
         "the server did not see the other node check in"
     );
     assert!(has(&s, "cluster formed") && has(&s, "nodes: 2"), "{s:?}");
-    assert!(has(&s, "lookup table received"), "{s:?}");
+    assert!(has(&s, "member of the cluster"), "{s:?}");
     assert!(
         has(&o, &format!("server: {}", server.address)),
         "the node did not check in with the server: {o:?}"
     );
     assert!(
-        has(&o, "lookup table received") && has(&o, "nodes: 2"),
+        has(&o, "member of the cluster") && has(&o, "nodes: 2"),
         "{o:?}"
     );
 }

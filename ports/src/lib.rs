@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use kompact::prelude::Port;
 pub use kv_protocols::ballot::Ballot;
+pub use kv_protocols::directory::{DirCommand, Directory, Member};
 pub use kv_protocols::kv::{ClientId, KvCommand, KvOp, KvResult};
+pub use kv_protocols::membership::MembershipMsg;
 pub use kv_protocols::partition::LookupTable;
 pub use kv_protocols::sequence_paxos::messages::Snapshot;
 pub use kv_protocols::{NodeId, PartitionId};
@@ -259,11 +261,32 @@ impl Port for SequenceConsensus {
 // ---------------------------------------------------------------------------------
 // Bootstrapping
 
+/// The cluster's layout as this node knows it: the directory (members with their
+/// incarnations, each group's epoch and replicas) and the routing table derived from
+/// it.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The directory.
+    pub directory: Arc<Directory>,
+    /// Members and each partition's replicas, by address (for routing).
+    pub table: Arc<LookupTable>,
+}
+
+impl Layout {
+    /// The layout of `directory`.
+    pub fn of(directory: Arc<Directory>) -> Layout {
+        let table = Arc::new(directory.lookup_table());
+        Layout { directory, table }
+    }
+}
+
 /// Indications on the [`Bootstrapping`] port.
 #[derive(Clone, Debug)]
 pub enum BootIndication {
-    /// The cluster is formed; this is its lookup table, and this node is in it.
-    Booted(Arc<LookupTable>),
+    /// This process is a member of the cluster; this is the layout it starts from.
+    Booted(Layout),
+    /// A newer layout (a node joined, a group moved); after `Booted` only.
+    Changed(Layout),
     /// The cluster was formed without this node (it checked in too late or was
     /// refused); the reason says why.
     NotInTable(String),

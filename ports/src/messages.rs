@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
+use kv_protocols::directory::Directory;
 use kv_protocols::epfd::EpfdMsg;
 use kv_protocols::kv::{ClientId, KvCommand, KvOp, KvResult};
+use kv_protocols::membership::MembershipMsg;
 use kv_protocols::partition::LookupTable;
 use kv_protocols::sequence_paxos::messages::PaxosMsg;
 use kv_protocols::{NodeId, PartitionId};
@@ -73,6 +75,8 @@ pub enum PlPayload {
     },
     /// Cluster formation.
     Bootstrap(BootstrapMsg),
+    /// The directory: its replicas' protocol, joins, and its state for members.
+    Membership(MembershipMsg),
     /// A client request forwarded to a node that hosts the key's partition.
     Forward(crate::Routed),
 }
@@ -80,13 +84,16 @@ pub enum PlPayload {
 /// Cluster formation messages.
 #[derive(Clone, Debug)]
 pub enum BootstrapMsg {
-    /// Node → bootstrap server: "I am here and want to join".
+    /// Node → bootstrap server (or, once the cluster runs, any member): "I am here
+    /// and want to be a member".
     CheckIn {
         /// The cluster the node belongs to.
         cluster: String,
+        /// The incarnation the checking-in process drew at start.
+        incarnation: u64,
     },
-    /// Bootstrap server → node: the cluster is formed, here is the table.
-    Boot(Arc<LookupTable>),
+    /// Bootstrap server → node: the cluster is formed, here is its first layout.
+    Boot(Arc<Directory>),
     /// Bootstrap server → node: you are not part of the cluster.
     Rejected {
         /// Why.
@@ -224,6 +231,13 @@ pub struct NodeStatus {
     pub replicas: Vec<ReplicaStatus>,
     /// Nodes this node's failure detector suspects (sorted).
     pub suspected: Vec<NodeId>,
+    /// The answering process's incarnation (drawn at start).
+    pub incarnation: u64,
+    /// The members in the answering node's directory, with their incarnations
+    /// (empty while booting).
+    pub members: Vec<kv_protocols::directory::Member>,
+    /// The version of that directory (`None` while booting).
+    pub directory_version: Option<u64>,
 }
 
 /// The state of one partition's replica on the answering node.

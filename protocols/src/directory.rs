@@ -344,6 +344,16 @@ impl Directory {
         self.groups_of(addr).len()
     }
 
+    /// The routing view: every member, and each partition's replicas (by address).
+    pub fn lookup_table(&self) -> crate::partition::LookupTable {
+        crate::partition::LookupTable {
+            partitions: self.partitions,
+            replication_degree: self.replication_degree,
+            nodes: self.members.keys().copied().collect(),
+            groups: self.groups.iter().map(GroupConfig::addrs).collect(),
+        }
+    }
+
     /// Applies a decided command.
     pub fn apply(&mut self, cmd: &DirCommand) -> DirOutcome {
         let outcome = match cmd {

@@ -96,7 +96,8 @@ pub enum LinkEvent {
         /// Payloads dropped so far in this episode.
         dropped: u64,
     },
-    /// The peer restarted (new incarnation); the receive side was reset.
+    /// The peer restarted (new incarnation): both directions were reset, and what
+    /// was still unacknowledged for its former process is dropped.
     PeerRestarted(NodeId),
 }
 
@@ -297,20 +298,29 @@ impl<P: Clone> LinkCore<P> {
 
     /// Handle a frame from `src`; returns the payloads to deliver, in order.
     pub fn receive(&mut self, src: NodeId, frame: Frame<P>, deliver: &mut Vec<(NodeId, P)>) {
+        let inc = self.inc.entry(src).or_default();
+        if inc.incarnation != Some(frame.incarnation) {
+            let restarted = inc.incarnation.is_some();
+            inc.incarnation = Some(frame.incarnation);
+            inc.delivered = 0;
+            if restarted {
+                // A new process at that address. What we numbered for its former
+                // self is not for it (and it would wait for sequence numbers it
+                // never saw, delivering nothing of ours ever again): start a new
+                // stream at 1.
+                self.events.push(LinkEvent::PeerRestarted(src));
+                self.out.remove(&src);
+            }
+        }
         if let Some(ack) = frame.ack {
             self.handle_ack(src, ack);
         }
         if frame.payloads.is_empty() {
             return;
         }
-        let inc = self.inc.entry(src).or_default();
-        if inc.incarnation != Some(frame.incarnation) {
-            if inc.incarnation.is_some() {
-                self.events.push(LinkEvent::PeerRestarted(src));
-            }
-            inc.incarnation = Some(frame.incarnation);
-            inc.delivered = 0;
-        }
+        let Some(inc) = self.inc.get_mut(&src) else {
+            return;
+        };
         for (seq, p) in (frame.first_seq..).zip(frame.payloads) {
             if seq == inc.delivered + 1 {
                 inc.delivered = seq;

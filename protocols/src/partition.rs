@@ -142,12 +142,6 @@ pub enum TableError {
         /// The member.
         node: NodeId,
     },
-    /// A group is well formed but is not the one the placement rule
-    /// `nodes[(p·R + i) mod N]` gives.
-    Placement {
-        /// The partition of the group.
-        partition: PartitionId,
-    },
 }
 
 impl fmt::Display for TableError {
@@ -194,10 +188,6 @@ impl fmt::Display for TableError {
             TableError::DuplicateMember { partition, node } => {
                 write!(f, "the group of partition {partition} names {node} twice")
             }
-            TableError::Placement { partition } => write!(
-                f,
-                "the group of partition {partition} does not follow the placement rule nodes[(p*R + i) mod N]"
-            ),
         }
     }
 }
@@ -253,8 +243,9 @@ impl LookupTable {
     }
 
     /// Checks the invariant of a table that came from elsewhere (the network, a
-    /// file): consistent sizes, groups of `R` distinct known nodes, and the placement
-    /// rule. Errors name the first problem found.
+    /// file): consistent sizes and groups of `R` distinct known nodes. Groups need not
+    /// follow the boot placement rule: after reconfigurations they are whatever the
+    /// directory decided. Errors name the first problem found.
     pub fn validate(&self) -> Result<(), TableError> {
         if !self.nodes.windows(2).all(|w| w[0] < w[1]) {
             return Err(TableError::NodesNotSorted);
@@ -282,9 +273,6 @@ impl LookupTable {
                 if !seen.insert(node) {
                     return Err(TableError::DuplicateMember { partition: p, node });
                 }
-            }
-            if *group != placement(&self.nodes, p, self.replication_degree) {
-                return Err(TableError::Placement { partition: p });
             }
         }
         Ok(())

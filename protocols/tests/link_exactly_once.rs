@@ -158,6 +158,54 @@ fn a_restarted_peer_is_detected_and_its_numbering_restarts() {
     assert_eq!(ev, vec![LinkEvent::PeerRestarted(a)]);
 }
 
+/// A node restarted at the same address hears from us again from sequence number 1:
+/// what we had numbered for its former process is dropped, not waited for.
+#[test]
+fn a_restarted_peer_gets_a_new_stream_from_us() {
+    let (a, b) = (addr(1), addr(2));
+    let mut la: LinkCore<u64> = LinkCore::new(wide(cfg(1)));
+    let mut lb: LinkCore<u64> = LinkCore::new(wide(cfg(2)));
+    let mut frames = Vec::new();
+    let mut deliver = Vec::new();
+    // b's first process talks to a, a sends it 1..=5, b acknowledges 1..=3 only.
+    lb.send(a, 900);
+    lb.take_frames(&mut frames);
+    for (_, f) in frames.drain(..) {
+        la.receive(b, f, &mut deliver);
+    }
+    for p in 1..=5 {
+        la.send(b, p);
+    }
+    la.take_frames(&mut frames);
+    for (_, f) in frames.drain(..) {
+        lb.receive(a, f, &mut deliver);
+    }
+    assert_eq!(la.unacked(b), 5);
+    // b crashes; its new process (another incarnation) sends a its check-in.
+    let mut lb2: LinkCore<u64> = LinkCore::new(wide(cfg(3)));
+    lb2.send(a, 901);
+    lb2.take_frames(&mut frames);
+    deliver.clear();
+    for (_, f) in frames.drain(..) {
+        la.receive(b, f, &mut deliver);
+    }
+    assert_eq!(deliver, vec![(b, 901)]);
+    let mut ev = Vec::new();
+    la.take_events(&mut ev);
+    assert!(ev.contains(&LinkEvent::PeerRestarted(b)), "{ev:?}");
+    // Nothing of the former stream is kept for the new process...
+    assert_eq!(la.unacked(b), 0);
+    // ...and what a sends now reaches it, from sequence number 1.
+    la.send(b, 42);
+    la.take_frames(&mut frames);
+    deliver.clear();
+    for (_, f) in frames.drain(..) {
+        assert_eq!(f.first_seq, 1);
+        lb2.receive(a, f, &mut deliver);
+    }
+    assert_eq!(deliver, vec![(a, 42)]);
+}
+
 #[test]
 fn a_silent_peer_is_reported_and_memory_stays_bounded() {
     let b = addr(2);

@@ -10,6 +10,7 @@ use kv_ports::{
     StatusRequest,
 };
 use kv_protocols::kv::{KvCommand, KvOp, KvResult};
+use kv_protocols::membership::MembershipMsg;
 use kv_protocols::sequence_paxos::messages::PaxosMsg;
 use prost::Message;
 
@@ -177,14 +178,14 @@ fn result_len(r: &KvResult) -> usize {
         }
 }
 
-fn paxos_len(m: &PaxosMsg<KvCommand>) -> usize {
+fn paxos_len<T>(m: &PaxosMsg<T>, entries_len: fn(&[T]) -> usize) -> usize {
     const BALLOT: usize = LEN + U64 + ADDR;
     let body = match m {
         PaxosMsg::Prepare(_) => 2 * BALLOT + 2 * U64,
         PaxosMsg::Promise(p) => {
             2 * BALLOT
                 + 2 * U64
-                + commands_len(&p.suffix)
+                + entries_len(&p.suffix)
                 + p.snapshot
                     .as_ref()
                     .map_or(0, |s| LEN + U64 + LEN + s.data.len())
@@ -192,13 +193,13 @@ fn paxos_len(m: &PaxosMsg<KvCommand>) -> usize {
         PaxosMsg::AcceptSync(a) => {
             BALLOT
                 + 2 * U64
-                + commands_len(&a.suffix)
+                + entries_len(&a.suffix)
                 + a.snapshot
                     .as_ref()
                     .map_or(0, |s| LEN + U64 + LEN + s.data.len())
         }
-        PaxosMsg::AcceptDecide(a) => BALLOT + 2 * U64 + commands_len(&a.entries),
-        PaxosMsg::ProposalForward(es) => LEN + commands_len(es),
+        PaxosMsg::AcceptDecide(a) => BALLOT + 2 * U64 + entries_len(&a.entries),
+        PaxosMsg::ProposalForward(es) => LEN + entries_len(es),
         PaxosMsg::Accepted(_) | PaxosMsg::Decide(_) | PaxosMsg::Compaction { .. } => BALLOT + U64,
         PaxosMsg::PrepareReq => 0,
     };
@@ -210,12 +211,22 @@ fn payload_len(p: &PlPayload) -> usize {
         + match p {
             PlPayload::Epfd(_) => LEN + U64,
             PlPayload::Ble { .. } => 2 * LEN + U64 + 2 * U64 + LEN + U64 + ADDR + 2,
-            PlPayload::Paxos { msg, .. } => LEN + U64 + paxos_len(msg),
+            PlPayload::Paxos { msg, .. } => LEN + U64 + paxos_len(msg, commands_len),
             PlPayload::Bootstrap(b) => {
                 LEN + match b {
-                    BootstrapMsg::CheckIn { cluster } => LEN + cluster.len(),
+                    BootstrapMsg::CheckIn { cluster, .. } => 2 * LEN + cluster.len() + U64,
                     BootstrapMsg::Rejected { reason } => LEN + reason.len(),
-                    BootstrapMsg::Boot(t) => table_len(t),
+                    BootstrapMsg::Boot(d) => LEN + directory_len(d),
+                }
+            }
+            PlPayload::Membership(m) => {
+                LEN + match m {
+                    MembershipMsg::Paxos { msg, .. } => {
+                        LEN + U64 + paxos_len(msg, dir_commands_len)
+                    }
+                    MembershipMsg::Ble { .. } => 2 * LEN + U64 + 2 * U64 + LEN + U64 + ADDR + 2,
+                    MembershipMsg::Join(_) => LEN + ADDR + U64,
+                    MembershipMsg::State(d) => LEN + directory_len(d),
                 }
             }
             PlPayload::Forward(r) => {
@@ -227,6 +238,31 @@ fn payload_len(p: &PlPayload) -> usize {
                         .sum::<usize>()
             }
         }
+}
+
+/// The directory's own encoding: 25 bytes per member, 29 per replica slot, plus
+/// headers (an upper bound, without computing it).
+fn directory_len(d: &kv_ports::Directory) -> usize {
+    let slots: usize = d
+        .group_ids()
+        .filter_map(|g| d.group(g))
+        .map(|c| 12 + 29 * c.replicas.len())
+        .sum();
+    32 + 25 * d.members().len() + slots
+}
+
+fn dir_commands_len(cs: &[kv_ports::DirCommand]) -> usize {
+    cs.iter()
+        .map(|c| {
+            3 * LEN
+                + match c {
+                    kv_ports::DirCommand::Join(_) | kv_ports::DirCommand::Remove(_) => ADDR + U64,
+                    kv_ports::DirCommand::Reconfigure { replicas, .. } => {
+                        2 * U64 + replicas.len() * (LEN + ADDR + U64)
+                    }
+                }
+        })
+        .sum()
 }
 
 fn table_len(t: &kv_ports::LookupTable) -> usize {
@@ -244,6 +280,8 @@ fn status_len(s: &NodeStatus) -> usize {
         + s.not_in_table.as_ref().map_or(0, |r| LEN + r.len())
         + REPLICA * s.replicas.len()
         + ADDR * s.suspected.len()
+        + 2 * U64
+        + (LEN + ADDR + U64) * s.members.len()
 }
 
 fn frame_len(f: &LinkFrame) -> usize {

@@ -15,8 +15,10 @@ use kv_ports::{
 };
 use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
+use kv_protocols::directory::{DirCommand, Directory, Member};
 use kv_protocols::epfd::EpfdMsg;
 use kv_protocols::kv::{KvCommand, KvOp, KvResult};
+use kv_protocols::membership::MembershipMsg;
 use kv_protocols::partition::LookupTable;
 use kv_protocols::sequence_paxos::messages::{
     AcceptDecide, AcceptSync, Accepted, Decide, PaxosMsg, Prepare, Promise, Snapshot,
@@ -174,12 +176,141 @@ pub(crate) fn kv_command_from_pb(c: pb::KvCommand) -> Result<KvCommand> {
     })
 }
 
-fn commands_to_pb(cs: &[KvCommand]) -> Vec<pb::KvCommand> {
-    cs.iter().map(kv_command_to_pb).collect()
+/// A type that travels as an entry of a replicated log ([`pb::LogEntry`]).
+pub(crate) trait WireEntry: Sized {
+    fn to_entry(&self) -> pb::log_entry::Entry;
+    fn from_entry(e: pb::log_entry::Entry) -> Result<Self>;
 }
 
-fn commands_from_pb(cs: Vec<pb::KvCommand>) -> Result<Vec<KvCommand>> {
-    map_vec(cs, kv_command_from_pb)
+impl WireEntry for KvCommand {
+    fn to_entry(&self) -> pb::log_entry::Entry {
+        pb::log_entry::Entry::Kv(kv_command_to_pb(self))
+    }
+
+    fn from_entry(e: pb::log_entry::Entry) -> Result<Self> {
+        match e {
+            pb::log_entry::Entry::Kv(c) => kv_command_from_pb(c),
+            pb::log_entry::Entry::Dir(_) => Err(WireError::UnknownVariant {
+                message: "LogEntry",
+                field: "entry (a directory command in a partition's log)",
+            }),
+        }
+    }
+}
+
+impl WireEntry for DirCommand {
+    fn to_entry(&self) -> pb::log_entry::Entry {
+        pb::log_entry::Entry::Dir(dir_command_to_pb(self))
+    }
+
+    fn from_entry(e: pb::log_entry::Entry) -> Result<Self> {
+        match e {
+            pb::log_entry::Entry::Dir(c) => dir_command_from_pb(c),
+            pb::log_entry::Entry::Kv(_) => Err(WireError::UnknownVariant {
+                message: "LogEntry",
+                field: "entry (a client command in the directory's log)",
+            }),
+        }
+    }
+}
+
+fn entries_to_pb<T: WireEntry>(es: &[T]) -> Vec<pb::LogEntry> {
+    es.iter()
+        .map(|e| pb::LogEntry {
+            entry: Some(e.to_entry()),
+        })
+        .collect()
+}
+
+fn entries_from_pb<T: WireEntry>(es: Vec<pb::LogEntry>) -> Result<Vec<T>> {
+    map_vec(es, |e| T::from_entry(one(e.entry, "LogEntry", "entry")?))
+}
+
+// ---------------------------------------------------------------------------------
+// Membership
+
+pub(crate) fn member_to_pb(m: &Member) -> pb::Member {
+    pb::Member {
+        addr: Some(addr_to_pb(&m.addr)),
+        incarnation: m.incarnation,
+    }
+}
+
+pub(crate) fn member_from_pb(m: pb::Member) -> Result<Member> {
+    Ok(Member {
+        addr: req_addr(m.addr, "Member", "addr")?,
+        incarnation: m.incarnation,
+    })
+}
+
+fn dir_command_to_pb(c: &DirCommand) -> pb::DirCommand {
+    use pb::dir_command::{Cmd, Reconfigure};
+    let cmd = match c {
+        DirCommand::Join(m) => Cmd::Join(member_to_pb(m)),
+        DirCommand::Reconfigure {
+            group,
+            from_epoch,
+            replicas,
+        } => Cmd::Reconfigure(Reconfigure {
+            group: *group,
+            from_epoch: *from_epoch,
+            replicas: replicas.iter().map(member_to_pb).collect(),
+        }),
+        DirCommand::Remove(a) => Cmd::Remove(addr_to_pb(a)),
+    };
+    pb::DirCommand { cmd: Some(cmd) }
+}
+
+fn dir_command_from_pb(c: pb::DirCommand) -> Result<DirCommand> {
+    use pb::dir_command::Cmd;
+    Ok(match one(c.cmd, "DirCommand", "cmd")? {
+        Cmd::Join(m) => DirCommand::Join(member_from_pb(m)?),
+        Cmd::Reconfigure(r) => DirCommand::Reconfigure {
+            group: r.group,
+            from_epoch: r.from_epoch,
+            replicas: map_vec(r.replicas, member_from_pb)?,
+        },
+        Cmd::Remove(a) => DirCommand::Remove(addr_from_pb(a)?),
+    })
+}
+
+fn directory_from_bytes(b: &[u8]) -> Result<Arc<Directory>> {
+    Directory::decode(b)
+        .map(Arc::new)
+        .map_err(WireError::InvalidDirectory)
+}
+
+fn membership_to_pb(m: &MembershipMsg) -> pb::MembershipMsg {
+    use pb::membership_msg::{Ble, Msg, Paxos};
+    let msg = match m {
+        MembershipMsg::Paxos { epoch, msg } => Msg::Paxos(Paxos {
+            epoch: *epoch,
+            msg: Some(paxos_to_pb(msg)),
+        }),
+        MembershipMsg::Ble { epoch, msg } => Msg::Ble(Ble {
+            epoch: *epoch,
+            msg: Some(ble_to_pb(msg)),
+        }),
+        MembershipMsg::Join(m) => Msg::Join(member_to_pb(m)),
+        MembershipMsg::State(d) => Msg::State(d.encode()),
+    };
+    pb::MembershipMsg { msg: Some(msg) }
+}
+
+fn membership_from_pb(m: pb::MembershipMsg) -> Result<MembershipMsg> {
+    use pb::membership_msg::Msg;
+    Ok(match one(m.msg, "MembershipMsg", "msg")? {
+        Msg::Paxos(p) => MembershipMsg::Paxos {
+            epoch: p.epoch,
+            msg: paxos_from_pb(req(p.msg, "MembershipMsg.Paxos", "msg")?)?,
+        },
+        Msg::Ble(b) => MembershipMsg::Ble {
+            epoch: b.epoch,
+            msg: ble_from_pb(req(b.msg, "MembershipMsg.Ble", "msg")?)?,
+        },
+        Msg::Join(m) => MembershipMsg::Join(member_from_pb(m)?),
+        Msg::State(b) => MembershipMsg::State(directory_from_bytes(&b)?),
+    })
 }
 
 pub(crate) fn client_request_to_pb(r: &ClientRequest) -> pb::ClientRequest {
@@ -266,7 +397,7 @@ fn snapshot_from_pb(s: pb::Snapshot) -> Snapshot {
     }
 }
 
-pub(crate) fn paxos_to_pb(m: &PaxosMsg<KvCommand>) -> pb::PaxosMsg {
+pub(crate) fn paxos_to_pb<T: WireEntry>(m: &PaxosMsg<T>) -> pb::PaxosMsg {
     use pb::paxos_msg as p;
     let msg = match m {
         PaxosMsg::Prepare(x) => p::Msg::Prepare(p::Prepare {
@@ -280,20 +411,20 @@ pub(crate) fn paxos_to_pb(m: &PaxosMsg<KvCommand>) -> pb::PaxosMsg {
             n_accepted: Some(ballot_to_pb(&x.n_accepted)),
             decided_idx: x.decided_idx,
             accepted_idx: x.accepted_idx,
-            suffix: commands_to_pb(&x.suffix),
+            log_suffix: entries_to_pb(&x.suffix),
             snapshot: x.snapshot.as_ref().map(snapshot_to_pb),
         }),
         PaxosMsg::AcceptSync(x) => p::Msg::AcceptSync(p::AcceptSync {
             n: Some(ballot_to_pb(&x.n)),
             sync_idx: x.sync_idx,
-            suffix: commands_to_pb(&x.suffix),
+            log_suffix: entries_to_pb(&x.suffix),
             decided_idx: x.decided_idx,
             snapshot: x.snapshot.as_ref().map(snapshot_to_pb),
         }),
         PaxosMsg::AcceptDecide(x) => p::Msg::AcceptDecide(p::AcceptDecide {
             n: Some(ballot_to_pb(&x.n)),
             start_idx: x.start_idx,
-            entries: commands_to_pb(&x.entries),
+            log_entries: entries_to_pb(&x.entries),
             decided_idx: x.decided_idx,
         }),
         PaxosMsg::Accepted(x) => p::Msg::Accepted(p::Accepted {
@@ -305,7 +436,7 @@ pub(crate) fn paxos_to_pb(m: &PaxosMsg<KvCommand>) -> pb::PaxosMsg {
             decided_idx: x.decided_idx,
         }),
         PaxosMsg::ProposalForward(entries) => p::Msg::ProposalForward(p::ProposalForward {
-            entries: commands_to_pb(entries),
+            log_entries: entries_to_pb(entries),
         }),
         PaxosMsg::PrepareReq => p::Msg::PrepareReq(p::PrepareReq {}),
         PaxosMsg::Compaction { n, applied_idx } => p::Msg::Compaction(p::Compaction {
@@ -316,7 +447,7 @@ pub(crate) fn paxos_to_pb(m: &PaxosMsg<KvCommand>) -> pb::PaxosMsg {
     pb::PaxosMsg { msg: Some(msg) }
 }
 
-pub(crate) fn paxos_from_pb(m: pb::PaxosMsg) -> Result<PaxosMsg<KvCommand>> {
+pub(crate) fn paxos_from_pb<T: WireEntry>(m: pb::PaxosMsg) -> Result<PaxosMsg<T>> {
     use pb::paxos_msg as p;
     Ok(match one(m.msg, "PaxosMsg", "msg")? {
         p::Msg::Prepare(x) => PaxosMsg::Prepare(Prepare {
@@ -330,20 +461,20 @@ pub(crate) fn paxos_from_pb(m: pb::PaxosMsg) -> Result<PaxosMsg<KvCommand>> {
             n_accepted: req_ballot(x.n_accepted, "PaxosMsg.Promise", "n_accepted")?,
             decided_idx: x.decided_idx,
             accepted_idx: x.accepted_idx,
-            suffix: commands_from_pb(x.suffix)?,
+            suffix: entries_from_pb(x.log_suffix)?,
             snapshot: x.snapshot.map(snapshot_from_pb),
         }),
         p::Msg::AcceptSync(x) => PaxosMsg::AcceptSync(AcceptSync {
             n: req_ballot(x.n, "PaxosMsg.AcceptSync", "n")?,
             sync_idx: x.sync_idx,
-            suffix: commands_from_pb(x.suffix)?,
+            suffix: entries_from_pb(x.log_suffix)?,
             decided_idx: x.decided_idx,
             snapshot: x.snapshot.map(snapshot_from_pb),
         }),
         p::Msg::AcceptDecide(x) => PaxosMsg::AcceptDecide(AcceptDecide {
             n: req_ballot(x.n, "PaxosMsg.AcceptDecide", "n")?,
             start_idx: x.start_idx,
-            entries: commands_from_pb(x.entries)?,
+            entries: entries_from_pb(x.log_entries)?,
             decided_idx: x.decided_idx,
         }),
         p::Msg::Accepted(x) => PaxosMsg::Accepted(Accepted {
@@ -354,7 +485,7 @@ pub(crate) fn paxos_from_pb(m: pb::PaxosMsg) -> Result<PaxosMsg<KvCommand>> {
             n: req_ballot(x.n, "PaxosMsg.Decide", "n")?,
             decided_idx: x.decided_idx,
         }),
-        p::Msg::ProposalForward(x) => PaxosMsg::ProposalForward(commands_from_pb(x.entries)?),
+        p::Msg::ProposalForward(x) => PaxosMsg::ProposalForward(entries_from_pb(x.log_entries)?),
         p::Msg::PrepareReq(_) => PaxosMsg::PrepareReq,
         p::Msg::Compaction(x) => PaxosMsg::Compaction {
             n: req_ballot(x.n, "PaxosMsg.Compaction", "n")?,
@@ -400,10 +531,14 @@ fn table_from_pb(t: pb::LookupTable) -> Result<LookupTable> {
 fn bootstrap_to_pb(m: &BootstrapMsg) -> pb::BootstrapMsg {
     use pb::bootstrap_msg::{CheckIn, Msg, Rejected};
     let msg = match m {
-        BootstrapMsg::CheckIn { cluster } => Msg::CheckIn(CheckIn {
+        BootstrapMsg::CheckIn {
+            cluster,
+            incarnation,
+        } => Msg::CheckIn(CheckIn {
             cluster: cluster.clone(),
+            incarnation: *incarnation,
         }),
-        BootstrapMsg::Boot(table) => Msg::Boot(table_to_pb(table)),
+        BootstrapMsg::Boot(d) => Msg::BootDirectory(d.encode()),
         BootstrapMsg::Rejected { reason } => Msg::Rejected(Rejected {
             reason: reason.clone(),
         }),
@@ -414,8 +549,11 @@ fn bootstrap_to_pb(m: &BootstrapMsg) -> pb::BootstrapMsg {
 fn bootstrap_from_pb(m: pb::BootstrapMsg) -> Result<BootstrapMsg> {
     use pb::bootstrap_msg::Msg;
     Ok(match one(m.msg, "BootstrapMsg", "msg")? {
-        Msg::CheckIn(c) => BootstrapMsg::CheckIn { cluster: c.cluster },
-        Msg::Boot(t) => BootstrapMsg::Boot(Arc::new(table_from_pb(t)?)),
+        Msg::CheckIn(c) => BootstrapMsg::CheckIn {
+            cluster: c.cluster,
+            incarnation: c.incarnation,
+        },
+        Msg::BootDirectory(b) => BootstrapMsg::Boot(directory_from_bytes(&b)?),
         Msg::Rejected(r) => BootstrapMsg::Rejected { reason: r.reason },
     })
 }
@@ -453,6 +591,7 @@ pub(crate) fn payload_to_pb(p: &PlPayload) -> pb::PlPayload {
         }),
         PlPayload::Bootstrap(m) => Payload::Bootstrap(bootstrap_to_pb(m)),
         PlPayload::Forward(r) => Payload::Forward(routed_to_pb(r)),
+        PlPayload::Membership(m) => Payload::Membership(membership_to_pb(m)),
     };
     pb::PlPayload {
         payload: Some(payload),
@@ -473,6 +612,7 @@ pub(crate) fn payload_from_pb(p: pb::PlPayload) -> Result<PlPayload> {
         },
         Payload::Bootstrap(m) => PlPayload::Bootstrap(bootstrap_from_pb(m)?),
         Payload::Forward(r) => PlPayload::Forward(routed_from_pb(r)?),
+        Payload::Membership(m) => PlPayload::Membership(membership_from_pb(m)?),
     })
 }
 
@@ -640,6 +780,9 @@ pub(crate) fn status_reply_to_pb(s: &NodeStatus) -> pb::StatusReply {
         not_in_table: s.not_in_table.clone(),
         replicas: s.replicas.iter().map(replica_status_to_pb).collect(),
         suspected: s.suspected.iter().map(addr_to_pb).collect(),
+        incarnation: s.incarnation,
+        members: s.members.iter().map(member_to_pb).collect(),
+        directory_version: s.directory_version,
     }
 }
 
@@ -653,5 +796,8 @@ pub(crate) fn status_reply_from_pb(m: pb::StatusReply) -> Result<NodeStatus> {
         not_in_table: m.not_in_table,
         replicas: map_vec(m.replicas, replica_status_from_pb)?,
         suspected: map_vec(m.suspected, addr_from_pb)?,
+        incarnation: m.incarnation,
+        members: map_vec(m.members, member_from_pb)?,
+        directory_version: m.directory_version,
     })
 }

@@ -48,6 +48,9 @@ pub enum WireError {
     /// A lookup table that breaks its invariant.
     #[error("invalid lookup table: {0}")]
     InvalidTable(#[source] TableError),
+    /// A directory state that fails its own checks.
+    #[error("invalid directory state: {0}")]
+    InvalidDirectory(#[source] kv_protocols::directory::DirDecodeError),
     /// Kompact handed over a local (unserialised) message that is not a
     /// `kv_ports::NetMessage`, or failed in a way that is not one of ours.
     #[error("cannot unpack message: {0}")]

@@ -196,67 +196,134 @@ fn unknown_oneof_variants_are_rejected() {
 #[test]
 fn invalid_lookup_tables_are_rejected() {
     let t = table();
-    let mut good = pb::LookupTable {
+    let good = pb::LookupTable {
         partitions: t.partitions,
         replication_degree: t.replication_degree as u64,
-        nodes: vec![],
+        nodes: t
+            .nodes
+            .iter()
+            .map(|a| pb::Addr {
+                ip: match a.ip() {
+                    std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+                    std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+                },
+                port: u32::from(a.port()),
+            })
+            .collect(),
         groups: vec![],
     };
-    let (_, bytes) = kv_wire::encode_to_vec(&kv_ports::NetMessage::Link(frame(
-        vec![kv_ports::PlPayload::Bootstrap(
-            kv_ports::BootstrapMsg::Boot(t.into()),
-        )],
-        None,
-    )));
-    let decoded = pb::LinkFrame::decode(&bytes[..]).unwrap();
-    if let Some(pb::pl_payload::Payload::Bootstrap(pb::BootstrapMsg {
-        msg: Some(pb::bootstrap_msg::Msg::Boot(tb)),
-    })) = decoded.payloads[0].payload.clone()
-    {
-        good = tb;
-    }
+    let mut good = good;
+    good.groups = t
+        .groups
+        .iter()
+        .map(|g| pb::lookup_table::Group {
+            members: g
+                .iter()
+                .map(|a| good.nodes[t.nodes.binary_search(a).unwrap()].clone())
+                .collect(),
+        })
+        .collect();
     assert!(!good.nodes.is_empty());
 
-    let wrap = |t: pb::LookupTable| pb::LinkFrame {
-        payloads: vec![pb::PlPayload {
-            payload: Some(pb::pl_payload::Payload::Bootstrap(pb::BootstrapMsg {
-                msg: Some(pb::bootstrap_msg::Msg::Boot(t)),
-            })),
-        }],
+    // Tables travel in status replies.
+    let wrap = |t: pb::LookupTable| pb::StatusReply {
+        node: Some(good_addr()),
+        table: Some(t),
         ..Default::default()
     };
-    assert!(decode_pb(ids::LINK_FRAME, &wrap(good.clone())).is_ok());
-
+    let ids_link = ids::STATUS_REPLY;
+    assert!(decode_pb(ids_link, &wrap(good.clone())).is_ok());
     let mut unsorted = good.clone();
     unsorted.nodes.swap(0, 1);
     assert_eq!(
-        decode_pb(ids::LINK_FRAME, &wrap(unsorted)).unwrap_err(),
+        decode_pb(ids_link, &wrap(unsorted)).unwrap_err(),
         WireError::InvalidTable(TableError::NodesNotSorted)
     );
     let mut even = good.clone();
     even.replication_degree = 2;
     assert_eq!(
-        decode_pb(ids::LINK_FRAME, &wrap(even)).unwrap_err(),
+        decode_pb(ids_link, &wrap(even)).unwrap_err(),
         WireError::InvalidTable(TableError::EvenReplication(2))
     );
     let mut huge = good.clone();
     huge.replication_degree = u64::MAX;
     assert!(matches!(
-        decode_pb(ids::LINK_FRAME, &wrap(huge)),
+        decode_pb(ids_link, &wrap(huge)),
         Err(WireError::Overflow { .. } | WireError::InvalidTable(_))
     ));
     let mut short = good.clone();
     short.groups.pop();
     assert!(matches!(
-        decode_pb(ids::LINK_FRAME, &wrap(short)),
+        decode_pb(ids_link, &wrap(short)),
         Err(WireError::InvalidTable(TableError::GroupCount { .. }))
     ));
     let mut empty = good;
     empty.nodes.clear();
     empty.groups.clear();
     assert!(matches!(
-        decode_pb(ids::LINK_FRAME, &wrap(empty)),
+        decode_pb(ids_link, &wrap(empty)),
         Err(WireError::InvalidTable(_))
+    ));
+}
+
+#[test]
+fn invalid_directory_states_are_rejected() {
+    let wrap = |state: Vec<u8>| pb::LinkFrame {
+        payloads: vec![pb::PlPayload {
+            payload: Some(pb::pl_payload::Payload::Membership(pb::MembershipMsg {
+                msg: Some(pb::membership_msg::Msg::State(state)),
+            })),
+        }],
+        ..Default::default()
+    };
+    assert!(matches!(
+        decode_pb(ids::LINK_FRAME, &wrap(b"not a directory".to_vec())),
+        Err(WireError::InvalidDirectory(_))
+    ));
+    let boot = pb::LinkFrame {
+        payloads: vec![pb::PlPayload {
+            payload: Some(pb::pl_payload::Payload::Bootstrap(pb::BootstrapMsg {
+                msg: Some(pb::bootstrap_msg::Msg::BootDirectory(vec![0; 40])),
+            })),
+        }],
+        ..Default::default()
+    };
+    assert!(matches!(
+        decode_pb(ids::LINK_FRAME, &boot),
+        Err(WireError::InvalidDirectory(_))
+    ));
+    // A directory command in a partition's log, and an entry with no variant.
+    let entry = |e: Option<pb::log_entry::Entry>| pb::LinkFrame {
+        payloads: vec![pb::PlPayload {
+            payload: Some(pb::pl_payload::Payload::Paxos(pb::pl_payload::Paxos {
+                partition: 0,
+                msg: Some(pb::PaxosMsg {
+                    msg: Some(pb::paxos_msg::Msg::ProposalForward(
+                        pb::paxos_msg::ProposalForward {
+                            log_entries: vec![pb::LogEntry { entry: e }],
+                        },
+                    )),
+                }),
+            })),
+        }],
+        ..Default::default()
+    };
+    let join = pb::DirCommand {
+        cmd: Some(pb::dir_command::Cmd::Join(pb::Member {
+            addr: Some(good_addr()),
+            incarnation: 1,
+        })),
+    };
+    assert!(matches!(
+        decode_pb(
+            ids::LINK_FRAME,
+            &entry(Some(pb::log_entry::Entry::Dir(join)))
+        ),
+        Err(WireError::UnknownVariant { .. })
+    ));
+    assert!(matches!(
+        decode_pb(ids::LINK_FRAME, &entry(None)),
+        Err(WireError::UnknownVariant { .. })
     ));
 }
 

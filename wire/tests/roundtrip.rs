@@ -56,11 +56,11 @@ fn every_paxos_variant_round_trips_with_equality() {
 }
 
 #[test]
-fn lookup_table_round_trips_and_validates() {
-    let t = table();
+fn directory_round_trips_in_the_first_layout() {
+    let d = directory();
     let msg = NetMessage::Link(frame(
         vec![PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(
-            t.clone().into(),
+            d.clone().into(),
         ))],
         None,
     ));
@@ -68,7 +68,7 @@ fn lookup_table_round_trips_and_validates() {
         panic!()
     };
     match &*back.payloads[0] {
-        PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(b)) => assert_eq!(**b, t),
+        PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(b)) => assert_eq!(**b, d),
         other => panic!("wrong payload {other:?}"),
     }
 }
@@ -277,9 +277,23 @@ fn node_status() -> impl Strategy<Value = NodeStatus> {
         prop::option::of(any::<String>()),
         prop::collection::vec(replica_status(), 0..4),
         prop::collection::vec(addr(), 0..4),
+        (
+            any::<u64>(),
+            prop::collection::vec((addr(), any::<u64>()), 0..4),
+            prop::option::of(any::<u64>()),
+        ),
     )
         .prop_map(
-            |(nonce, node, cluster, uptime_ms, not_in_table, replicas, suspected)| NodeStatus {
+            |(
+                nonce,
+                node,
+                cluster,
+                uptime_ms,
+                not_in_table,
+                replicas,
+                suspected,
+                (incarnation, members, directory_version),
+            )| NodeStatus {
                 nonce,
                 node,
                 cluster,
@@ -288,6 +302,12 @@ fn node_status() -> impl Strategy<Value = NodeStatus> {
                 not_in_table,
                 replicas,
                 suspected,
+                incarnation,
+                members: members
+                    .into_iter()
+                    .map(|(addr, incarnation)| kv_ports::Member { addr, incarnation })
+                    .collect(),
+                directory_version,
             },
         )
 }

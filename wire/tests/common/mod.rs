@@ -10,8 +10,10 @@ use kv_ports::{
 };
 use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
+use kv_protocols::directory::{DirCommand, Directory, Member};
 use kv_protocols::epfd::EpfdMsg;
 use kv_protocols::kv::{KvCommand, KvOp, KvResult};
+use kv_protocols::membership::MembershipMsg;
 use kv_protocols::partition::LookupTable;
 use kv_protocols::sequence_paxos::messages::{
     AcceptDecide, AcceptSync, Accepted, Decide, PaxosMsg, Prepare, Promise, Snapshot,
@@ -135,6 +137,27 @@ pub fn paxos_msgs() -> Vec<PaxosMsg<KvCommand>> {
     ]
 }
 
+/// A directory with a joined member and a moved group.
+pub fn directory() -> Directory {
+    let members = vec![v4(1), v4(2), v4(3), v6(4), v6(5)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, addr)| Member {
+            addr,
+            incarnation: 100 + i as u64,
+        })
+        .collect();
+    let mut d = Directory::seed(members, 4, 3).unwrap();
+    d.apply(&DirCommand::Join(Member {
+        addr: v4(9),
+        incarnation: 9,
+    }));
+    for cmd in d.plan_repair(&[v4(1)].into_iter().collect()) {
+        d.apply(&cmd);
+    }
+    d
+}
+
 pub fn table() -> LookupTable {
     let nodes = vec![v4(1), v4(2), v4(3), v6(4), v6(5)];
     LookupTable::build(nodes, 4, 3).unwrap()
@@ -166,8 +189,47 @@ pub fn payloads() -> Vec<PlPayload> {
         },
         PlPayload::Bootstrap(BootstrapMsg::CheckIn {
             cluster: "course".into(),
+            incarnation: u64::MAX,
         }),
-        PlPayload::Bootstrap(BootstrapMsg::Boot(Arc::new(table()))),
+        PlPayload::Bootstrap(BootstrapMsg::Boot(Arc::new(directory()))),
+        PlPayload::Membership(MembershipMsg::Join(Member {
+            addr: v6(7),
+            incarnation: 42,
+        })),
+        PlPayload::Membership(MembershipMsg::State(Arc::new(directory()))),
+        PlPayload::Membership(MembershipMsg::Ble {
+            epoch: 3,
+            msg: BleMsg::HeartbeatRequest { round: 9 },
+        }),
+        PlPayload::Membership(MembershipMsg::Paxos {
+            epoch: u64::MAX,
+            msg: PaxosMsg::AcceptDecide(AcceptDecide {
+                n: ballot(2, 1),
+                start_idx: 4,
+                entries: vec![
+                    DirCommand::Join(Member {
+                        addr: v4(8),
+                        incarnation: 0,
+                    }),
+                    DirCommand::Reconfigure {
+                        group: u32::MAX,
+                        from_epoch: 2,
+                        replicas: vec![
+                            Member {
+                                addr: v4(1),
+                                incarnation: 5,
+                            },
+                            Member {
+                                addr: v6(4),
+                                incarnation: 6,
+                            },
+                        ],
+                    },
+                    DirCommand::Remove(v6(5)),
+                ],
+                decided_idx: 3,
+            }),
+        }),
         PlPayload::Bootstrap(BootstrapMsg::Rejected {
             reason: "too late".into(),
         }),
@@ -392,6 +454,9 @@ pub fn status_messages() -> Vec<StatusMessage> {
             },
         ],
         suspected: vec![v4(3), v6(4)],
+        incarnation: u64::MAX,
+        members: directory().members(),
+        directory_version: Some(3),
     };
     let booting = NodeStatus {
         nonce: 1,
@@ -402,6 +467,9 @@ pub fn status_messages() -> Vec<StatusMessage> {
         not_in_table: None,
         replicas: vec![],
         suspected: vec![],
+        incarnation: 0,
+        members: vec![],
+        directory_version: None,
     };
     let left_out = NodeStatus {
         nonce: 2,
@@ -412,6 +480,9 @@ pub fn status_messages() -> Vec<StatusMessage> {
         not_in_table: Some("checked in after the cluster formed".into()),
         replicas: vec![],
         suspected: vec![v4(1)],
+        incarnation: 12,
+        members: vec![],
+        directory_version: None,
     };
     vec![
         StatusMessage::Request(StatusRequest { nonce: 0 }),

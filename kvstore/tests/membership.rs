@@ -1,0 +1,137 @@
+//! Membership with `kvstore start` processes on loopback: a node started after the
+//! cluster formed joins as a member, and a node killed and started again at its
+//! address comes back as a new incarnation (a member without the replica its former
+//! process held), while the cluster keeps serving. Waits poll the nodes' logs and
+//! `kvstore status`; nothing sleeps to synchronise.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{Cluster, Node, WAIT, free_addrs, run, wait_until};
+use serde_json::Value;
+
+fn status_json(endpoint: SocketAddr) -> Option<Value> {
+    let ep = endpoint.to_string();
+    let r = run(&["status", "--endpoint", &ep, "--json", "--timeout", "2s"]);
+    (r.code == Some(0))
+        .then(|| serde_json::from_str(r.stdout.trim()).ok())
+        .flatten()
+}
+
+/// The `nodes` entry of `node` in a status report.
+fn node_entry(status: &Value, node: SocketAddr) -> Option<Value> {
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"] == node.to_string())
+        .cloned()
+}
+
+fn put(key: &str, value: &str, endpoint: SocketAddr) -> common::Run {
+    run(&["put", key, value, "--endpoint", &endpoint.to_string()])
+}
+
+fn get(key: &str, endpoint: SocketAddr) -> common::Run {
+    run(&["get", key, "--endpoint", &endpoint.to_string()])
+}
+
+/// Writes a node's config the way `Cluster` does, for a node outside the boot set.
+fn extra_node(c: &Cluster, name: &str, address: SocketAddr) -> Node {
+    let conf = c.scratch.write(
+        &format!("{name}.conf"),
+        &format!(
+            "kvstore {{\n\
+             \x20 address = \"{address}\"\n\
+             \x20 bootstrap-address = \"{}\"\n\
+             \x20 boot-threshold = {}\n\
+             \x20 partitions = {}\n\
+             \x20 replication-degree = {}\n\
+             }}\n",
+            c.bootstrap,
+            c.nodes.len(),
+            c.partitions,
+            c.replication
+        ),
+    );
+    let log = c.scratch.path.join(format!("{name}.log"));
+    Node::start(address, conf, log, "info")
+}
+
+#[test]
+fn a_node_started_after_boot_joins_as_a_member_without_replicas() {
+    let c = Cluster::start("join", 3, 1, 3);
+    let addr = free_addrs(1)[0];
+    let mut late = extra_node(&c, "late", addr);
+    late.wait_for_log("member of the cluster", WAIT);
+    assert!(late.log_text().contains("nodes: 4"), "{}", late.log_text());
+    // Every node's status lists four members, the new one among them, up and
+    // booted; the partition's group is still the three boot nodes.
+    wait_until("every node lists the new member", WAIT, || {
+        c.nodes.iter().all(|n| {
+            status_json(n.address).is_some_and(|s| {
+                s["nodes"].as_array().is_some_and(|a| a.len() == 4)
+                    && node_entry(&s, addr).is_some_and(|e| e["booted"] == true)
+            })
+        })
+    });
+    let s = status_json(addr).expect("the new node answers status");
+    let group = s["partitions"][0]["replicas"].as_array().expect("replicas");
+    assert_eq!(group.len(), 3);
+    assert!(!group.iter().any(|r| *r == addr.to_string()));
+    let me = node_entry(&s, addr).expect("listed");
+    assert_eq!(me["member"], true, "{s}");
+    // The new member is an entry point like any other.
+    let r = put("joined", "yes", addr);
+    assert_eq!(r.code, Some(0), "{}", r.show());
+    let r = get("joined", c.nodes[1].address);
+    assert_eq!(r.stdout.trim(), "yes", "{}", r.show());
+}
+
+#[test]
+fn a_restarted_node_rejoins_as_a_new_incarnation_and_the_cluster_keeps_serving() {
+    let mut c = Cluster::start("rejoin", 3, 1, 3);
+    let eps = c.alive();
+    let r = put("kept", "1", eps[0]);
+    assert_eq!(r.code, Some(0), "{}", r.show());
+    // A follower (not the bootstrap server) is killed and started again from its
+    // own config file, as a user would.
+    let victim = c.nodes[2].address;
+    let before = status_json(victim).expect("status before the crash");
+    let old_inc = node_entry(&before, victim).expect("listed")["incarnation"].clone();
+    c.node(victim).kill();
+    let config = c.node(victim).config.clone();
+    let log = c.scratch.path.join("restarted.log");
+    let mut again = Node::start(victim, config, log, "info");
+    again.wait_for_log("member of the cluster", WAIT);
+    wait_until("the restarted process is a member", WAIT, || {
+        status_json(c.nodes[0].address).is_some_and(|s| {
+            node_entry(&s, victim).is_some_and(|e| {
+                e["member"] == true && e["booted"] == true && e["incarnation"] != old_inc
+            })
+        })
+    });
+    // It hosts nothing: its former slot is not its own, so it runs no replica and
+    // never votes as the acceptor it replaced.
+    let started = again
+        .log_text()
+        .lines()
+        .find(|l| l.contains("replicas started"))
+        .map(str::to_string)
+        .expect("the node host logged which replicas it started");
+    assert!(started.contains("partitions: []"), "{started}");
+    let s = status_json(victim).expect("the restarted node answers status");
+    let slot = s["partitions"][0]["replica_status"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["node"] == victim.to_string()).cloned())
+        .expect("its slot is listed");
+    assert_eq!(slot["answered"], false, "{s}");
+    // The two others still form a majority: everything written is there, and new
+    // writes go through, through the restarted node too.
+    let r = get("kept", victim);
+    assert_eq!(r.stdout.trim(), "1", "{}", r.show());
+    let r = put("after", "2", victim);
+    assert_eq!(r.code, Some(0), "{}", r.show());
+    let r = get("after", eps[0]);
+    assert_eq!(r.stdout.trim(), "2", "{}", r.show());
+}
