@@ -37,6 +37,8 @@ pub struct BootSettings {
     pub incarnation: u64,
     /// The bootstrap server.
     pub server: NodeId,
+    /// Other members to ask for admission, in turn with the server.
+    pub seeds: Vec<NodeId>,
     /// Nodes needed to form the cluster.
     pub boot_threshold: usize,
     /// Partitions of the key space.
@@ -85,6 +87,9 @@ pub struct Bootstrap {
     /// Check-ins sent without an answer (joining role), to warn once when the
     /// server stays silent.
     unanswered: u32,
+    /// Where check-ins go, in turn: the bootstrap server (unless that is this node)
+    /// and the seeds.
+    check_in_targets: Vec<NodeId>,
     /// The directory leader last logged (directory replicas only).
     directory_leader: Option<NodeId>,
 }
@@ -133,6 +138,15 @@ impl Bootstrap {
             core,
             out: Vec::new(),
             events: Vec::new(),
+            check_in_targets: std::iter::once(s.server)
+                .chain(s.seeds.iter().copied())
+                .filter(|a| *a != s.me)
+                .fold(Vec::new(), |mut v, a| {
+                    if !v.contains(&a) {
+                        v.push(a);
+                    }
+                    v
+                }),
             s,
             role,
             unanswered: 0,
@@ -152,11 +166,16 @@ impl Bootstrap {
         });
     }
 
+    /// Checks in with the next target in turn (the server, then each seed).
     fn check_in(&mut self) {
+        if self.check_in_targets.is_empty() {
+            return;
+        }
+        let target = self.check_in_targets[self.unanswered as usize % self.check_in_targets.len()];
         let cluster = self.s.cluster.clone();
         let incarnation = self.s.incarnation;
         self.send(
-            self.s.server,
+            target,
             BootstrapMsg::CheckIn {
                 cluster,
                 incarnation,
@@ -333,13 +352,20 @@ impl ComponentLifecycle for Bootstrap {
         self.timer_port.trigger(self.core_ticker.start());
         match self.role {
             Role::Joining => {
-                info!(self.ctx.log(), "checking in with the bootstrap server"; "server" => %self.s.server);
+                info!(self.ctx.log(), "checking in with the bootstrap server"; "server" => %self.s.server,
+                    "seeds" => ?self.s.seeds);
                 self.check_in();
                 self.timer_port.trigger(self.ticker.start());
             }
             Role::Server { .. } => {
                 info!(self.ctx.log(), "bootstrap server waiting for nodes"; "threshold" => self.s.boot_threshold);
                 self.maybe_boot();
+                // A bootstrap server restarted after the cluster formed gets back in
+                // through its seeds, like any restarted node.
+                if !self.check_in_targets.is_empty() && matches!(self.role, Role::Server { .. }) {
+                    self.check_in();
+                    self.timer_port.trigger(self.ticker.start());
+                }
             }
             _ => {}
         }
@@ -380,7 +406,9 @@ impl Require<Timer> for Bootstrap {
         if self.core_ticker.is_mine(&t) {
             self.core.tick();
             self.flush_core();
-        } else if self.ticker.is_mine(&t) && matches!(self.role, Role::Joining) {
+        } else if self.ticker.is_mine(&t)
+            && matches!(self.role, Role::Joining | Role::Server { .. })
+        {
             self.unanswered += 1;
             if self.unanswered == SILENT_SERVER_WARNING {
                 warn!(self.ctx.log(), "not a member yet: the bootstrap server may still wait for nodes, be down, or belong to another cluster (whose nodes drop our messages unanswered)";

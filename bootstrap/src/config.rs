@@ -58,7 +58,11 @@ const KNOWN_KEYS: &[&str] = &[
     "limits.max-clients",
     "sessions.idle-timeout",
     "metrics-address",
+    "seeds",
 ];
+
+/// The most seed addresses a node file may list.
+pub const MAX_SEEDS: usize = 64;
 
 /// The shortest tick the protocol cores accept.
 const MIN_TICK: Duration = Duration::from_millis(1);
@@ -259,6 +263,9 @@ pub struct NodeConfig {
     pub sessions: SessionConfig,
     /// Where metrics are served; `None` turns them off.
     pub metrics_address: Option<SocketAddr>,
+    /// Members to ask for admission besides the bootstrap server (a node that starts
+    /// after the cluster formed, or restarts, joins through any live one of them).
+    pub seeds: Vec<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -400,6 +407,9 @@ impl NodeConfig {
         // checks in from whatever port it got.
         addr("address", &self.address, true)?;
         addr("bootstrap-address", &self.bootstrap_address, false)?;
+        for seed in &self.seeds {
+            addr("seeds", seed, false)?;
+        }
         if let Some(m) = &self.metrics_address {
             addr("metrics-address", m, true)?;
             if m.port() != 0 && *m == self.address {
@@ -1109,6 +1119,25 @@ impl Reader<'_> {
         }
     }
 
+    /// A list of IP:PORT strings, at most `max` of them.
+    fn address_list(&self, rel: &str, max: usize) -> Result<Vec<SocketAddr>, ConfigError> {
+        let v = self.required(rel)?;
+        let Hocon::Array(items) = v else {
+            return Err(self.wrong_type(rel, "a list of IP:PORT addresses in quotes", v));
+        };
+        if items.len() > max {
+            return Err(self.invalid(rel, v, format!("at most {max} addresses")));
+        }
+        let mut out: Vec<SocketAddr> = Vec::with_capacity(items.len());
+        for item in items {
+            let a = self.parse_address(rel, item)?;
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
     fn string(&self, rel: &str) -> Result<String, ConfigError> {
         let v = self.required(rel)?;
         match v {
@@ -1157,6 +1186,7 @@ impl Reader<'_> {
                 idle_timeout: self.duration("sessions.idle-timeout")?,
             },
             metrics_address: self.optional_address("metrics-address")?,
+            seeds: self.address_list("seeds", MAX_SEEDS)?,
         })
     }
 }

@@ -304,6 +304,7 @@ impl Node {
                 me,
                 incarnation,
                 server: cfg.bootstrap_address,
+                seeds: cfg.seeds.clone(),
                 boot_threshold: cfg.boot_threshold,
                 partitions: cfg.partitions,
                 replication_degree: cfg.replication_degree,

@@ -674,3 +674,34 @@ fn only_the_named_file_is_read() {
     assert_eq!(c.address, addr("127.0.0.1:45679"));
     assert_eq!(c.partitions, 1);
 }
+
+// ---------------------------------------------------------------------------------
+// Seeds
+
+#[test]
+fn seeds_default_to_none_and_take_a_list_of_addresses() {
+    assert!(load("").unwrap().seeds.is_empty());
+    let c = load("kvstore.seeds = [\"10.0.0.2:45678\", \"10.0.0.3:45678\", \"10.0.0.2:45678\"]\n")
+        .unwrap();
+    assert_eq!(
+        c.seeds,
+        vec![addr("10.0.0.2:45678"), addr("10.0.0.3:45678")],
+        "duplicates are dropped, order kept"
+    );
+}
+
+#[test]
+fn bad_seeds_are_refused_with_the_key() {
+    let e = error("kvstore.seeds = \"10.0.0.2:45678\"\n");
+    assert!(e.contains("kvstore.seeds") && e.contains("list"), "{e}");
+    let e = error("kvstore.seeds = [\"node2:45678\"]\n");
+    assert!(e.contains("kvstore.seeds") && e.contains("IP:PORT"), "{e}");
+    let e = error("kvstore.seeds = [\"10.0.0.2:0\"]\n");
+    assert!(e.contains("kvstore.seeds") && e.contains("port 0"), "{e}");
+    let many: Vec<String> = (1..=65).map(|i| format!("\"10.0.1.{i}:1\"")).collect();
+    let e = error(&format!("kvstore.seeds = [{}]\n", many.join(", ")));
+    assert!(
+        e.contains("kvstore.seeds") && e.contains("at most 64"),
+        "{e}"
+    );
+}

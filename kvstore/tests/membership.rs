@@ -135,3 +135,74 @@ fn a_restarted_node_rejoins_as_a_new_incarnation_and_the_cluster_keeps_serving()
     let r = get("after", eps[0]);
     assert_eq!(r.stdout.trim(), "2", "{}", r.show());
 }
+
+/// A node's config with `seeds` added (the rest as `Cluster` writes it).
+fn config_with_seeds(
+    c: &Cluster,
+    name: &str,
+    address: SocketAddr,
+    seeds: &[SocketAddr],
+) -> std::path::PathBuf {
+    let list: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    c.scratch.write(
+        &format!("{name}.conf"),
+        &format!(
+            "kvstore {{\n\
+             \x20 address = \"{address}\"\n\
+             \x20 bootstrap-address = \"{}\"\n\
+             \x20 boot-threshold = {}\n\
+             \x20 partitions = {}\n\
+             \x20 replication-degree = {}\n\
+             \x20 seeds = [{}]\n\
+             }}\n",
+            c.bootstrap,
+            c.nodes.len(),
+            c.partitions,
+            c.replication,
+            list.join(", ")
+        ),
+    )
+}
+
+#[test]
+fn with_the_bootstrap_server_down_nodes_join_through_their_seeds() {
+    let mut c = Cluster::start("seeds", 3, 1, 3);
+    let (server, b, d) = (c.nodes[0].address, c.nodes[1].address, c.nodes[2].address);
+    let r = put("before", "x", b);
+    assert_eq!(r.code, Some(0), "{}", r.show());
+    c.node(server).kill();
+    // A new node whose bootstrap server is down gets in through a seed.
+    let late = free_addrs(1)[0];
+    let conf = config_with_seeds(&c, "late", late, &[b, d]);
+    let mut n = Node::start(late, conf, c.scratch.path.join("late.log"), "info");
+    n.wait_for_log("member of the cluster", WAIT);
+    // The bootstrap server, restarted with seeds, rejoins the running cluster as a
+    // new incarnation instead of waiting to form another one.
+    let conf = config_with_seeds(&c, "server-again", server, &[b, d]);
+    let mut again = Node::start(
+        server,
+        conf,
+        c.scratch.path.join("server-again.log"),
+        "info",
+    );
+    again.wait_for_log("member of the cluster", WAIT);
+    assert!(
+        !again.log_text().contains("cluster formed"),
+        "{}",
+        again.log_text()
+    );
+    wait_until(
+        "the directory lists the late node and the restarted server",
+        WAIT,
+        || {
+            status_json(b).is_some_and(|s| {
+                s["nodes"].as_array().is_some_and(|a| a.len() == 4)
+                    && node_entry(&s, server).is_some_and(|e| e["member"] == true)
+                    && node_entry(&s, late).is_some_and(|e| e["member"] == true)
+            })
+        },
+    );
+    // The two original replicas still serve what was written.
+    let r = get("before", late);
+    assert_eq!(r.stdout.trim(), "x", "{}", r.show());
+}
