@@ -151,6 +151,9 @@ enum Cmd {
     HistoryGaps(gaps::Args),
     /// The cluster as its nodes see it: partitions, leaders, logs, suspicions.
     Status(status::Args),
+    /// The cluster's members (from the endpoint's directory): incarnation, whether
+    /// that process answers, and the replicas it runs.
+    Members(status::Args),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -210,7 +213,8 @@ fn main() -> ExitCode {
         } => one_shot(&endpoint, KvOp::Cas { key, expected, new }, verbose),
         Cmd::CheckHistory { file } => check_history(&file),
         Cmd::HistoryGaps(args) => gaps::run(&args),
-        Cmd::Status(args) => status::run(&args),
+        Cmd::Status(args) => status::run(&args, status::View::Status),
+        Cmd::Members(args) => status::run(&args, status::View::Members),
         Cmd::Bench {
             endpoint,
             clients,

@@ -363,6 +363,11 @@ fn to_text(r: &Report) -> String {
                     s.inflight.to_string(),
                     s.pending.to_string(),
                 ],
+                None if r.answers.contains_key(n) => {
+                    // The node answers but runs no replica here: a process restarted
+                    // at that address (its former slot is lost) or one not started yet.
+                    vec![n.to_string(), "not running".to_string()]
+                }
                 None => vec![n.to_string(), "no answer".to_string()],
             });
         }
@@ -411,8 +416,91 @@ fn to_text(r: &Report) -> String {
 // ---------------------------------------------------------------------------------
 // The command
 
-/// Runs `kvstore status`.
-pub fn run(args: &Args) -> ExitCode {
+/// What to print from the nodes' answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// `kvstore status`: partitions, replicas, nodes.
+    Status,
+    /// `kvstore members`: the directory's members.
+    Members,
+}
+
+/// `kvstore members`: every member of the endpoint's directory with its incarnation,
+/// whether its process answers as that incarnation, and the replicas it runs.
+fn members_json(r: &Report) -> Value {
+    let members: Vec<Value> = r
+        .members
+        .iter()
+        .map(|(addr, inc)| {
+            let answer = r.answers.get(addr);
+            json!({
+                "node": addr.to_string(),
+                "incarnation": format!("{inc:016x}"),
+                "state": member_state(*inc, answer),
+                "replicas": answer
+                    .map(|s| s.replicas.iter().map(|x| x.partition).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect();
+    json!({
+        "endpoint": r.endpoint.to_string(),
+        "cluster": r.cluster,
+        "members": members,
+    })
+}
+
+/// `up`: its process answers as the member's incarnation; `restarted`: another
+/// process answers at that address; `booting`; `no answer`.
+fn member_state(inc: u64, answer: Option<&NodeStatus>) -> &'static str {
+    match answer {
+        None => "no answer",
+        Some(s) if s.incarnation != inc => "restarted",
+        Some(s) if s.table.is_none() => "booting",
+        Some(_) => "up",
+    }
+}
+
+fn members_text(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "cluster {:?}: {} member(s) (asked {})
+",
+        r.cluster,
+        r.members.len(),
+        r.endpoint
+    );
+    let mut rows = vec![
+        ["MEMBER", "INCARNATION", "STATE", "REPLICAS"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for (addr, inc) in &r.members {
+        let answer = r.answers.get(addr);
+        let replicas = answer
+            .map(|s| {
+                s.replicas
+                    .iter()
+                    .map(|x| x.partition.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .filter(|x| !x.is_empty())
+            .unwrap_or_else(|| "-".to_string());
+        rows.push(vec![
+            addr.to_string(),
+            format!("{inc:016x}"),
+            member_state(*inc, answer).to_string(),
+            replicas,
+        ]);
+    }
+    table(&mut out, "", &rows);
+    out
+}
+
+/// Runs `kvstore status` (or `kvstore members`, by `view`).
+pub fn run(args: &Args, view: View) -> ExitCode {
     let endpoint = match kv_client::resolve(args.endpoint.as_str()) {
         Ok(a) => a,
         Err(e) => {
@@ -479,10 +567,15 @@ pub fn run(args: &Args) -> ExitCode {
                 silent,
                 members,
             };
-            if args.json {
-                println!("{}", to_json(&report));
-            } else {
-                print!("{}", to_text(&report));
+            match (view, args.json) {
+                (View::Status, true) => println!("{}", to_json(&report)),
+                (View::Status, false) => print!("{}", to_text(&report)),
+                (View::Members, _) if report.members.is_empty() => {
+                    eprintln!("kvstore: {endpoint} is not a member of a cluster yet");
+                    return ExitCode::from(1);
+                }
+                (View::Members, true) => println!("{}", members_json(&report)),
+                (View::Members, false) => print!("{}", members_text(&report)),
             }
             ExitCode::SUCCESS
         }

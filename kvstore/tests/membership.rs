@@ -81,6 +81,18 @@ fn a_node_started_after_boot_joins_as_a_member_without_replicas() {
     assert!(!group.iter().any(|r| *r == addr.to_string()));
     let me = node_entry(&s, addr).expect("listed");
     assert_eq!(me["member"], true, "{s}");
+    // `kvstore members` lists all four, each up as the incarnation the directory
+    // has, the new one without replicas.
+    let r = run(&["members", "--endpoint", &c.nodes[0].address.to_string()]);
+    assert_eq!(r.code, Some(0), "{}", r.show());
+    let rows: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("127.")).collect();
+    assert_eq!(rows.len(), 4, "{}", r.stdout);
+    assert!(rows.iter().all(|l| l.contains(" up ")), "{}", r.stdout);
+    let row = rows
+        .iter()
+        .find(|l| l.starts_with(&addr.to_string()))
+        .expect("the new member is listed");
+    assert!(row.trim_end().ends_with('-'), "{row}");
     // The new member is an entry point like any other.
     let r = put("joined", "yes", addr);
     assert_eq!(r.code, Some(0), "{}", r.show());
