@@ -87,9 +87,8 @@ pub struct Bootstrap {
     /// Check-ins sent without an answer (joining role), to warn once when the
     /// server stays silent.
     unanswered: u32,
-    /// Where check-ins go, in turn: the bootstrap server (unless that is this node)
-    /// and the seeds.
-    check_in_targets: Vec<NodeId>,
+    /// The seeds, without this node and the bootstrap server.
+    seeds: Vec<NodeId>,
     /// The directory leader last logged (directory replicas only).
     directory_leader: Option<NodeId>,
 }
@@ -138,9 +137,11 @@ impl Bootstrap {
             core,
             out: Vec::new(),
             events: Vec::new(),
-            check_in_targets: std::iter::once(s.server)
-                .chain(s.seeds.iter().copied())
-                .filter(|a| *a != s.me)
+            seeds: s
+                .seeds
+                .iter()
+                .copied()
+                .filter(|a| *a != s.me && *a != s.server)
                 .fold(Vec::new(), |mut v, a| {
                     if !v.contains(&a) {
                         v.push(a);
@@ -166,21 +167,27 @@ impl Bootstrap {
         });
     }
 
-    /// Checks in with the next target in turn (the server, then each seed).
+    /// Checks in with the bootstrap server (unless that is this node) and with the
+    /// next seed in turn, so seeds never slow down the formation of a new cluster.
     fn check_in(&mut self) {
-        if self.check_in_targets.is_empty() {
-            return;
-        }
-        let target = self.check_in_targets[self.unanswered as usize % self.check_in_targets.len()];
         let cluster = self.s.cluster.clone();
         let incarnation = self.s.incarnation;
-        self.send(
-            target,
-            BootstrapMsg::CheckIn {
-                cluster,
-                incarnation,
-            },
-        );
+        let mut targets = Vec::with_capacity(2);
+        if self.s.server != self.s.me {
+            targets.push(self.s.server);
+        }
+        if !self.seeds.is_empty() {
+            targets.push(self.seeds[self.unanswered as usize % self.seeds.len()]);
+        }
+        for target in targets {
+            self.send(
+                target,
+                BootstrapMsg::CheckIn {
+                    cluster: cluster.clone(),
+                    incarnation,
+                },
+            );
+        }
     }
 
     fn maybe_boot(&mut self) {
@@ -362,7 +369,7 @@ impl ComponentLifecycle for Bootstrap {
                 self.maybe_boot();
                 // A bootstrap server restarted after the cluster formed gets back in
                 // through its seeds, like any restarted node.
-                if !self.check_in_targets.is_empty() && matches!(self.role, Role::Server { .. }) {
+                if !self.seeds.is_empty() && matches!(self.role, Role::Server { .. }) {
                     self.check_in();
                     self.timer_port.trigger(self.ticker.start());
                 }

@@ -340,6 +340,12 @@ impl NodeConfig {
         self
     }
 
+    /// Sets the seeds (other members to ask for admission).
+    pub fn with_seeds(mut self, seeds: Vec<SocketAddr>) -> Self {
+        self.seeds = seeds;
+        self
+    }
+
     /// Checks every rule a configuration must satisfy, on the typed values: the same
     /// checks [`load_str`] and [`load_file`] run after parsing. `origin` names the
     /// source in the error (for configurations built in code, e.g. `"demo"`).

@@ -33,8 +33,8 @@ use kv_client::{ClientComp, ClientSettings};
 use kv_components::connect::{connect_to, connector};
 use kv_components::timer::KompactTimer;
 use kv_ports::{
-    Ballot, KeyValue, KvCommand, Network, NodeId, PartitionId, ScIndication, SequenceConsensus,
-    Timer,
+    Ballot, Directory, KeyValue, KvCommand, Network, NodeId, PartitionId, ScIndication,
+    SequenceConsensus, Timer,
 };
 use kv_protocols::rng::mix64;
 
@@ -101,6 +101,9 @@ pub enum Event {
     Heal,
     /// Break the connection between two servers; it comes back after the duration.
     DropConnection(usize, usize, Duration),
+    /// Crash-stop server `i` (if it runs) and start a new process at its address: a
+    /// new incarnation, which joins the cluster as an empty member.
+    Restart(usize),
 }
 
 /// When a run stops.
@@ -164,6 +167,9 @@ pub struct Scenario {
     pub trace: bool,
     /// Send Kompact's logs at this level to stderr.
     pub log: Option<slog::Level>,
+    /// Give every server all the others as `seeds` (so a restarted bootstrap server
+    /// rejoins through them).
+    pub seeds: bool,
 }
 
 impl Scenario {
@@ -183,7 +189,14 @@ impl Scenario {
             end: End::At(secs(120)),
             trace: false,
             log: None,
+            seeds: false,
         }
+    }
+
+    /// Every server lists all the others as seeds.
+    pub fn with_seeds(mut self) -> Self {
+        self.seeds = true;
+        self
     }
 
     /// Sets the seed.
@@ -263,6 +276,12 @@ impl Scenario {
         self.at(at, Event::Kill(i))
     }
 
+    /// Crash server `i` at `at` and start a new process (a new incarnation) at its
+    /// address at once.
+    pub fn restart(self, at: Duration, i: usize) -> Self {
+        self.at(at, Event::Restart(i))
+    }
+
     /// Crash-stops the leader of partition `p` at `at`.
     pub fn kill_leader(self, at: Duration, p: PartitionId) -> Self {
         self.at(at, Event::KillLeader(p))
@@ -304,6 +323,14 @@ impl Scenario {
             .with_boot_threshold(self.boot_threshold.unwrap_or(self.nodes))
             .with_partitions(self.partitions)
             .with_replication_degree(self.replication)
+            .with_seeds(if self.seeds {
+                (1..=self.nodes)
+                    .filter(|j| *j != i)
+                    .map(node_addr)
+                    .collect()
+            } else {
+                Vec::new()
+            })
     }
 
     /// Plays the scenario.
@@ -406,6 +433,10 @@ struct Runner<'a> {
     hub: Arc<Component<SimNet>>,
     nodes: BTreeMap<usize, RunningNode>,
     killed: Vec<usize>,
+    /// Servers restarted as new processes, in order.
+    restarted: Vec<usize>,
+    /// Processes started so far per server (the first is generation 0).
+    generations: BTreeMap<usize, u64>,
     /// Running clients: (id, system label).
     clients: Vec<(usize, String)>,
     rec: SharedRecorder,
@@ -441,6 +472,8 @@ impl<'a> Runner<'a> {
             hub,
             nodes: BTreeMap::new(),
             killed: Vec::new(),
+            restarted: Vec::new(),
+            generations: BTreeMap::new(),
             clients: Vec::new(),
             obs: Arc::new(Mutex::new(Observations::default())),
             problems: Vec::new(),
@@ -466,7 +499,16 @@ impl<'a> Runner<'a> {
         let cfg = self.sc.node_config(i);
         cfg.validate(&self.sc.name)
             .map_err(|e| anyhow::anyhow!("server {i}: {e}"))?;
-        let label = format!("node-{i}");
+        let generation = *self
+            .generations
+            .entry(i)
+            .and_modify(|g| *g += 1)
+            .or_insert(0);
+        let label = if generation == 0 {
+            format!("node-{i}")
+        } else {
+            format!("node-{i}.{generation}")
+        };
         let sys = self.sim.build_system(&label)?;
         let addr = node_addr(i);
         let timer = sys.create(KompactTimer::new);
@@ -476,7 +518,9 @@ impl<'a> Runner<'a> {
         self.hub.on_definition(|h| h.register(addr, ep));
         sys.start(&timer);
         sys.start(&net);
-        let incarnation = mix64(self.sc.seed.wrapping_add(i as u64) ^ 0x696e_6361_726e);
+        let incarnation = mix64(
+            self.sc.seed.wrapping_add(i as u64) ^ 0x696e_6361_726e ^ generation.rotate_left(40),
+        );
         let node = Node::start(
             &sys,
             cfg,
@@ -581,6 +625,12 @@ impl<'a> Runner<'a> {
             Event::StartNode(i) => self.start_node(i)?,
             Event::StartClient(spec) => self.start_client(&spec)?,
             Event::Kill(i) => self.kill(i),
+            Event::Restart(i) => {
+                self.kill(i);
+                self.killed.retain(|k| *k != i);
+                self.restarted.push(i);
+                self.start_node(i)?;
+            }
             Event::KillLeader(p) => match self.leader_of(p) {
                 Some(i) => self.kill(i),
                 None => self.problems.push(format!(
@@ -735,6 +785,19 @@ impl<'a> Runner<'a> {
         let jobs = self.sim.jobs();
         let mut alive: Vec<usize> = self.nodes.keys().copied().collect();
         alive.sort_unstable();
+        let directories: BTreeMap<usize, Option<Arc<Directory>>> = self
+            .nodes
+            .iter()
+            .map(|(i, n)| {
+                let h = n.node.hosted.lock().unwrap_or_else(|e| e.into_inner());
+                (*i, h.directory.clone())
+            })
+            .collect();
+        let incarnations: BTreeMap<usize, u64> = self
+            .nodes
+            .iter()
+            .map(|(i, n)| (*i, n.node.status_source.collect(0).incarnation))
+            .collect();
         self.nodes.clear();
         self.clients.clear();
         self.sim.shutdown();
@@ -748,7 +811,10 @@ impl<'a> Runner<'a> {
             net,
             jobs,
             killed: self.killed.clone(),
+            restarted: self.restarted.clone(),
             alive,
+            directories,
+            incarnations,
             booted_at: self.booted_at,
             problems,
         }
@@ -778,10 +844,16 @@ pub struct Outcome {
     pub net: NetStats,
     /// Handler executions.
     pub jobs: u64,
-    /// Servers crashed during the run.
+    /// Servers crashed during the run (and not restarted).
     pub killed: Vec<usize>,
+    /// Servers restarted as new processes, in order.
+    pub restarted: Vec<usize>,
     /// Servers alive at the end.
     pub alive: Vec<usize>,
+    /// Each live server's directory at the end (`None`: not a member).
+    pub directories: BTreeMap<usize, Option<Arc<Directory>>>,
+    /// Each live server's process incarnation at the end.
+    pub incarnations: BTreeMap<usize, u64>,
     /// When the first server installed the lookup table.
     pub booted_at: Option<Duration>,
     /// Anything wrong the simulator itself noticed (livelock, replicas deciding
@@ -801,7 +873,10 @@ impl Outcome {
             net: NetStats::default(),
             jobs: 0,
             killed: Vec::new(),
+            restarted: Vec::new(),
             alive: Vec::new(),
+            directories: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
             booted_at: None,
             problems: vec![format!("the scenario could not run: {why}")],
         }

@@ -80,6 +80,45 @@ fn resilience_one_crash_every_read_is_answered() {
 }
 
 #[test]
+fn resilience_restarted_bootstrap_server_rejoins_and_every_read_is_answered() {
+    for (net, seed) in networks() {
+        let o = resilience::restarted_bootstrap_server(net, seed).run();
+        assert_clean(&o);
+        assert_eq!(o.restarted, vec![1]);
+        assert_eq!(o.alive, vec![1, 2, 3]);
+        // Every live server ends with the same directory, in which each is a
+        // member as the process it is now: the restarted one with its new
+        // incarnation, holding none of its former slots.
+        let dirs: Vec<_> = o.directories.values().collect();
+        let first = dirs[0].as_ref().expect("a member");
+        for d in &dirs {
+            assert_eq!(d.as_deref(), Some(&**first), "seed {seed}");
+        }
+        for (i, inc) in &o.incarnations {
+            let me = kv_ports::Member {
+                addr: scenarios::scenario::node_addr(*i),
+                incarnation: *inc,
+            };
+            assert!(
+                first.is_current(&me),
+                "seed {seed}: server {i} is not a member"
+            );
+        }
+        assert!(
+            first
+                .groups_of(scenarios::scenario::node_addr(1))
+                .is_empty(),
+            "seed {seed}: the restarted server runs a slot of its former process"
+        );
+        let gets = results(&o, 2);
+        assert_eq!(gets.len(), 101);
+        for (i, (_, r)) in gets.iter().enumerate() {
+            assert_eq!(*r, Some(value(i)), "seed {seed}: GET test{i}");
+        }
+    }
+}
+
+#[test]
 fn resilience_leader_crash_under_load_every_operation_completes() {
     for (net, seed) in networks() {
         let o = resilience::leader_crash_under_load(net, seed).run();

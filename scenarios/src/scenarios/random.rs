@@ -6,7 +6,9 @@
 //! - at 3 s, 3–6 clients with 1–3 closed-loop sessions each on a small key space
 //!   (so operations collide);
 //! - between 4 s and 12 s, 1–5 faults: crashes (at most a minority of every
-//!   replication group, never recovering), partitions into two sides that heal
+//!   replication group; half of them are restarts, where a new process starts at
+//!   once at the crashed node's address and joins as an empty member, its former
+//!   slots staying lost), partitions into two sides that heal
 //!   0.3–3 s later, and dropped connections (what is in flight is lost; the
 //!   connection comes back);
 //! - at 13 s everything still cut is healed; at 16 s a checking client, contacting
@@ -14,9 +16,14 @@
 //!
 //! [`check`] fails a run if the history is not linearizable, if the simulator saw a
 //! problem (replicas deciding different commands at one index, a livelock), if an
-//! operation is still unfinished at the end, or if an operation of the checking
-//! client fails: once faults have healed and a majority of every group is alive,
-//! every operation must complete.
+//! operation is still unfinished at the end, if an operation of the checking
+//! client fails (once faults have healed and a majority of every group is alive,
+//! every operation must complete), or if the live servers do not end with one
+//! directory in which each of them, restarted ones included, is a member as the
+//! process it is.
+//!
+//! Whether a crash is a restart is drawn from a stream of its own, so a schedule
+//! without restarts is exactly the one this seed gave before restarts existed.
 
 use std::time::Duration;
 
@@ -81,6 +88,8 @@ pub fn scenario(seed: u64) -> Scenario {
     let nodes: Vec<_> = (1..=n).map(node_addr).collect();
     let table = LookupTable::build(nodes, partitions, r).ok();
     let mut dead: Vec<usize> = Vec::new();
+    let mut restarted: Vec<usize> = Vec::new();
+    let mut restarts = SplitMix64::new(mix64(seed ^ 0x7265_7374_6172_7473));
     let faults = rng.range_inclusive(1, 5);
     for _ in 0..faults {
         let at = secs(4) + ms(rng.below(8000));
@@ -91,7 +100,14 @@ pub fn scenario(seed: u64) -> Scenario {
                 after.push(victim);
                 if !dead.contains(&victim) && minority_everywhere(table.as_ref(), &after) {
                     dead.push(victim);
-                    sc = sc.kill(at, victim);
+                    if restarts.chance(0.5) {
+                        // Its slots are lost all the same: it counts as dead for
+                        // the groups, but it runs (and may be contacted).
+                        restarted.push(victim);
+                        sc = sc.restart(at, victim);
+                    } else {
+                        sc = sc.kill(at, victim);
+                    }
                 }
             }
             1 => {
@@ -122,6 +138,10 @@ pub fn scenario(seed: u64) -> Scenario {
         }
     }
     sc = sc.heal(HEAL_ALL_AT);
+    if !restarted.is_empty() {
+        // A restarted bootstrap server gets back in through its seeds.
+        sc = sc.with_seeds();
+    }
 
     // The checking client: every key read, then written, one after the other.
     let live: Vec<usize> = (1..=n).filter(|i| !dead.contains(i)).collect();
@@ -170,6 +190,42 @@ pub fn check(o: &Outcome) -> Vec<String> {
                 "after every fault healed, an operation did not complete: {:?} -> {:?}",
                 op.op, op.result
             ));
+        }
+    }
+    f.extend(directory_problems(o));
+    f
+}
+
+/// The live servers must end with one directory in which each is a member as the
+/// process it is (its current incarnation), and a restarted server must hold none
+/// of its former slots.
+pub fn directory_problems(o: &Outcome) -> Vec<String> {
+    let mut f = Vec::new();
+    let Some(first) = o.directories.values().next() else {
+        return f;
+    };
+    for (i, d) in &o.directories {
+        match d {
+            None => f.push(format!("server {i} is not a member at the end")),
+            Some(d) if Some(d) != first.as_ref() => f.push(format!(
+                "server {i} ends with directory version {}, another server with {:?}",
+                d.version(),
+                first.as_ref().map(|x| x.version())
+            )),
+            Some(d) => {
+                let me = kv_ports::Member {
+                    addr: node_addr(*i),
+                    incarnation: o.incarnations.get(i).copied().unwrap_or_default(),
+                };
+                if !d.is_current(&me) {
+                    f.push(format!("server {i} is not a member as the process it is"));
+                }
+                if o.restarted.contains(i) && !d.groups_of(me.addr).is_empty() {
+                    f.push(format!(
+                        "restarted server {i} holds slots of its former process"
+                    ));
+                }
+            }
         }
     }
     f

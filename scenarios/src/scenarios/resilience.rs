@@ -6,6 +6,11 @@
 //!   with the prefilled values.
 //! - [`leader_crash_under_load`]: the *current leader* is killed while ten
 //!   closed-loop sessions run; every operation still completes (none times out).
+//! - [`restarted_bootstrap_server`]: server 1, the bootstrap server, is killed at
+//!   22 s and started again at its address at once (a new incarnation, as a user
+//!   restarting it would); it rejoins through its seeds as a member without its
+//!   former replica, and a client contacting it at 82 s reads everything through
+//!   the two surviving replicas.
 //! - [`two_crashes`] (course 3b): servers 1 and 2 are killed at 22 s and 23 s; a
 //!   client starts at 83 s contacting `contact` (the course: the dead server 2) and
 //!   reads: no operation is answered, and none wrongly.
@@ -26,6 +31,20 @@ pub fn one_crash(delay: DelayModel, seed: u64) -> Scenario {
         .burst(secs(10), 1, 1, super::ops::prefill_ops())
         .kill(secs(22), 1)
         .burst(secs(82), 2, 2, super::ops::gets(100))
+        .end_when_done(secs(142))
+}
+
+/// Course 3a with a restart instead of a crash; see the module docs.
+pub fn restarted_bootstrap_server(delay: DelayModel, seed: u64) -> Scenario {
+    Scenario::new("resilience-restarted-bootstrap-server")
+        .seed(seed)
+        .network(delay)
+        .cluster(3, 1, 3)
+        .with_seeds()
+        .start_nodes(secs(0), secs(1))
+        .burst(secs(10), 1, 1, super::ops::prefill_ops())
+        .restart(secs(22), 1)
+        .burst(secs(82), 2, 1, super::ops::gets(100))
         .end_when_done(secs(142))
 }
 
