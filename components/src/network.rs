@@ -14,9 +14,9 @@
 //!   and nothing else is disturbed.
 //! - A message to this system's own address is delivered at once, without encoding
 //!   (a bootstrap server checks in with itself).
-//! - A dial refused because the answering node is of another cluster is reported
-//!   upwards as that node's refusal of a `Connect` (`Refusal::WrongCluster`), so a
-//!   client learns at once that it named the wrong cluster.
+//! - A dial refused because the answering node is of another cluster, or does not
+//!   share our cluster secret, is reported upwards as that node's refusal of a
+//!   `Connect` (`Refusal::WrongCluster`), so a client learns at once why.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -273,22 +273,31 @@ impl TcpNetwork {
             debug!(self.log(), "{}", what;
                 "peer" => %who, "remote" => %remote, "dialed" => dialed, "reason" => %error);
         }
-        if let (
-            true,
-            Some(peer),
-            ConnectionError::Handshake(HandshakeError::ClusterMismatch { theirs, ours }),
-        ) = (dialed, peer, &error)
-        {
-            // What the node would have answered a `Connect` naming our cluster.
-            let reason = Refusal::WrongCluster(format!(
-                "this node belongs to cluster {theirs:?}, not {ours:?}"
-            ));
+        // A dial refused for not belonging to the node's cluster (another name, or
+        // no shared secret) will fail the same way on every retry. Report it as the
+        // node's refusal of a `Connect`, which is what it means, so that a client
+        // fails at once with the reason instead of timing out.
+        let refusal = match (&error, dialed, peer) {
+            (ConnectionError::Handshake(h), true, Some(peer)) => match h {
+                HandshakeError::ClusterMismatch { theirs, ours } => Some((
+                    peer,
+                    format!("this node belongs to cluster {theirs:?}, not {ours:?}"),
+                )),
+                h if h.is_auth_failure() => Some((
+                    peer,
+                    format!("this node does not share our cluster secret ({h})"),
+                )),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((peer, reason)) = refusal {
             self.net_port.trigger(NetIndication::Deliver {
                 src: peer,
                 msg: NetMessage::Client(ClientMessage::Refused {
                     client: 0,
                     seq: 0,
-                    reason,
+                    reason: Refusal::WrongCluster(reason),
                 }),
             });
         }
