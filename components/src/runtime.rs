@@ -15,10 +15,6 @@ use crate::connect::{Connector, connector};
 use crate::network::{TcpNetwork, TransportConfig, TransportEvent, TransportStats};
 use crate::timer::WallTimer;
 
-/// The default largest frame (bytes) a system sends or accepts
-/// (`limits.max-frame-bytes`).
-pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
-
 /// A running Kompact system with a network and a timer provider.
 pub struct Runtime {
     /// The system.
