@@ -130,9 +130,16 @@ pub fn local_ip_towards(dst: SocketAddr) -> SocketAddr {
         .unwrap_or_else(|_| SocketAddr::new(dst.ip(), 0))
 }
 
+/// The largest frame a client accepts: well above a node's default
+/// `limits.max-frame-bytes` (1 MiB), so that a client can read the largest answer
+/// of a node configured for larger values (up to this). A node only sends what
+/// its own limit allows, and the transport allocates only for bytes that arrived.
+pub const CLIENT_MAX_FRAME_BYTES: usize = 16 << 20;
+
 /// The transport settings of a client's system: it listens on `bind` (nodes answer
 /// it there when its own connection is gone) and names `cluster`, with `secret` if
-/// the cluster has one, in every handshake.
+/// the cluster has one, in every handshake; frames up to
+/// [`CLIENT_MAX_FRAME_BYTES`].
 pub fn transport_config(
     bind: SocketAddr,
     cluster: &str,
@@ -140,6 +147,7 @@ pub fn transport_config(
 ) -> kv_components::network::TransportConfig {
     let mut t = kv_components::network::TransportConfig::new(bind, cluster);
     t.secret = secret;
+    t.max_frame_bytes = CLIENT_MAX_FRAME_BYTES;
     t
 }
 
