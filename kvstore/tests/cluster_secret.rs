@@ -2,7 +2,7 @@
 //! the secret (`--cluster-secret-file`) are served; clients without it or with a
 //! wrong one are refused in the handshake, fail at once (exit 1) with a message
 //! that names the secret, and change nothing; the node logs the refusal and keeps
-//! serving.
+//! serving. `kvstore status` presents the secret the same way.
 //!
 //! Waits poll a condition with a bounded deadline; nothing sleeps for a fixed time.
 
@@ -73,6 +73,21 @@ fn a_node_with_a_secret_serves_only_clients_that_know_it() {
         "{}",
         r.show()
     );
+    // `kvstore status` presents the secret the same way.
+    let ep = addr.to_string();
+    let good_file = good.display().to_string();
+    let r = run(&[
+        "status",
+        "--endpoint",
+        &ep,
+        "--cluster-secret-file",
+        &good_file,
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.show());
+    let r = run(&["status", "--endpoint", &ep]);
+    assert_eq!(r.code, Some(1), "{}", r.show());
+    assert!(r.stderr.contains("cluster secret"), "{}", r.show());
+
     let log = node.log_text();
     assert!(
         log.contains("refused a connection that failed the cluster-secret check"),
