@@ -39,6 +39,7 @@ const KNOWN_KEYS: &[&str] = &[
     "replication-degree",
     "keep-alive-period",
     "cluster-name",
+    "cluster-secret",
     "tick-period",
     "failure-detector.initial-delay",
     "failure-detector.delay-increment",
@@ -56,6 +57,7 @@ const KNOWN_KEYS: &[&str] = &[
     "limits.max-value-bytes",
     "limits.max-inflight-per-node",
     "limits.max-clients",
+    "limits.max-frame-bytes",
     "sessions.idle-timeout",
     "metrics-address",
     "seeds",
@@ -63,6 +65,14 @@ const KNOWN_KEYS: &[&str] = &[
 
 /// The most seed addresses a node file may list.
 pub const MAX_SEEDS: usize = 64;
+
+/// The smallest `limits.max-frame-bytes`: the PerfectLink packs retransmissions
+/// into frames of up to 64 KiB.
+const MIN_FRAME_BYTES: usize = 64 * 1024;
+/// The largest `limits.max-frame-bytes`: frame lengths are 32-bit.
+const MAX_FRAME_BYTES: usize = u32::MAX as usize;
+/// The longest cluster name the network handshake carries.
+const MAX_CLUSTER_NAME_BYTES: usize = 64;
 
 /// The shortest tick the protocol cores accept.
 const MIN_TICK: Duration = Duration::from_millis(1);
@@ -217,6 +227,20 @@ pub struct Limits {
     pub max_inflight_per_node: usize,
     /// Most client sessions one node keeps.
     pub max_clients: usize,
+    /// Largest network frame sent or accepted, in bytes; a peer that announces a
+    /// longer one is disconnected.
+    pub max_frame_bytes: usize,
+}
+
+/// The shared cluster secret (`kvstore.cluster-secret`). Its `Debug` form does not
+/// show it, so configurations can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// Client session settings (`kvstore.sessions`).
@@ -247,6 +271,9 @@ pub struct NodeConfig {
     pub keep_alive_period: Duration,
     /// Name of the cluster.
     pub cluster_name: String,
+    /// The shared secret every node and client must prove it knows in the network
+    /// handshake; `None` admits any peer that names the cluster.
+    pub cluster_secret: Option<Secret>,
     /// Clock tick of the protocol cores.
     pub tick_period: Duration,
     /// Failure detector settings.
@@ -285,6 +312,24 @@ impl NodeConfig {
                 }
             })
             .clone()
+    }
+
+    /// The network transport's settings for this node: it listens on `address`,
+    /// names `cluster-name` and proves `cluster-secret` in every handshake, and
+    /// sends and accepts frames up to `limits.max-frame-bytes`.
+    pub fn transport(&self) -> kv_components::network::TransportConfig {
+        let mut t =
+            kv_components::network::TransportConfig::new(self.address, self.cluster_name.clone());
+        t.secret = self
+            .cluster_secret
+            .as_ref()
+            .map(|Secret(s)| s.as_bytes().to_vec());
+        t.max_frame_bytes = self.limits.max_frame_bytes;
+        // The transport queues at least one largest frame per peer and in its
+        // channel; keep its defaults unless the frame limit is above them.
+        t.max_queued_bytes_per_peer = t.max_queued_bytes_per_peer.max(2 * t.max_frame_bytes + 4);
+        t.max_unprocessed_send_bytes = t.max_unprocessed_send_bytes.max(2 * t.max_frame_bytes);
+        t
     }
 
     /// Whether this node is the bootstrap server (its address is the bootstrap address).
@@ -459,6 +504,22 @@ impl NodeConfig {
                 "must not be empty".into(),
             ));
         }
+        if self.cluster_name.len() > MAX_CLUSTER_NAME_BYTES {
+            return Err(invalid(
+                "cluster-name",
+                format!("{:?}", self.cluster_name),
+                format!(
+                    "must be at most {MAX_CLUSTER_NAME_BYTES} bytes (it travels in every handshake)"
+                ),
+            ));
+        }
+        if matches!(&self.cluster_secret, Some(Secret(s)) if s.is_empty()) {
+            return Err(invalid(
+                "cluster-secret",
+                "\"\"".into(),
+                "must not be empty (leave it out to run without a secret)".into(),
+            ));
+        }
 
         // Time.
         positive("keep-alive-period", self.keep_alive_period)?;
@@ -513,6 +574,22 @@ impl NodeConfig {
             l.max_inflight_per_node as u64,
         )?;
         at_least_one("limits.max-clients", l.max_clients as u64)?;
+        // A CAS carries its key and two values; 4 KiB leaves room for the rest of
+        // the message around them.
+        let smallest_frame = (l.max_key_bytes + 2 * l.max_value_bytes + 4096).max(MIN_FRAME_BYTES);
+        if l.max_frame_bytes < smallest_frame || l.max_frame_bytes > MAX_FRAME_BYTES {
+            return Err(invalid(
+                "limits.max-frame-bytes",
+                l.max_frame_bytes.to_string(),
+                format!(
+                    "must be in {smallest_frame}..={MAX_FRAME_BYTES}: at least 64KiB and at \
+                     least {} + 2 x {} + 4KiB, so that a CAS of the largest key and values \
+                     fits in one frame",
+                    full_key("limits.max-key-bytes"),
+                    full_key("limits.max-value-bytes"),
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -1152,6 +1229,15 @@ impl Reader<'_> {
         }
     }
 
+    fn optional_string(&self, rel: &str) -> Result<Option<String>, ConfigError> {
+        match self.get(rel) {
+            None => Ok(None),
+            Some(v) if is_null(v) => Ok(None),
+            Some(Hocon::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(self.wrong_type(rel, "a string", v)),
+        }
+    }
+
     fn read(&self) -> Result<NodeConfig, ConfigError> {
         Ok(NodeConfig {
             address: self.address("address")?,
@@ -1161,6 +1247,7 @@ impl Reader<'_> {
             replication_degree: self.usize("replication-degree")?,
             keep_alive_period: self.duration("keep-alive-period")?,
             cluster_name: self.string("cluster-name")?,
+            cluster_secret: self.optional_string("cluster-secret")?.map(Secret),
             tick_period: self.duration("tick-period")?,
             failure_detector: FailureDetectorConfig {
                 initial_delay: self.duration("failure-detector.initial-delay")?,
@@ -1187,6 +1274,7 @@ impl Reader<'_> {
                 max_value_bytes: self.size("limits.max-value-bytes")?,
                 max_inflight_per_node: self.usize("limits.max-inflight-per-node")?,
                 max_clients: self.usize("limits.max-clients")?,
+                max_frame_bytes: self.size("limits.max-frame-bytes")?,
             },
             sessions: SessionConfig {
                 idle_timeout: self.duration("sessions.idle-timeout")?,
@@ -1419,7 +1507,7 @@ mod tests {
         };
         for key in KNOWN_KEYS {
             let present = r.get(key).is_some();
-            let optional = matches!(*key, "address" | "metrics-address");
+            let optional = matches!(*key, "address" | "metrics-address" | "cluster-secret");
             assert_eq!(present, !optional, "{key}");
         }
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kv_bootstrap::config::{ConfigError, NodeConfig, load_file, load_str};
+use kv_bootstrap::config::{ConfigError, NodeConfig, Secret, load_file, load_str};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -91,6 +91,8 @@ fn reference_values() {
     assert_eq!(r.limits.max_value_bytes, 65536);
     assert_eq!(r.limits.max_inflight_per_node, 10_000);
     assert_eq!(r.limits.max_clients, 100_000);
+    assert_eq!(r.limits.max_frame_bytes, 1 << 20);
+    assert_eq!(r.cluster_secret, None);
     assert_eq!(r.sessions.idle_timeout, Duration::from_secs(600));
     assert_eq!(r.metrics_address, None);
     r.validate("reference").expect("the reference is valid");
@@ -149,6 +151,22 @@ fn full_example_file_sets_every_key() {
     assert_eq!(c.limits.max_value_bytes, 1 << 20);
     assert_eq!(c.limits.max_inflight_per_node, 20_000);
     assert_eq!(c.limits.max_clients, 1000);
+    assert_eq!(c.limits.max_frame_bytes, 4 << 20);
+    assert_eq!(
+        c.cluster_secret,
+        Some(Secret("correct horse battery staple".into()))
+    );
+    // Never shown in the configuration's debug form.
+    assert!(!format!("{c:?}").contains("horse"));
+    let t = c.transport();
+    assert_eq!(
+        t.secret.as_deref(),
+        Some(&b"correct horse battery staple"[..])
+    );
+    assert_eq!(
+        (t.max_frame_bytes, t.cluster.as_str()),
+        (4 << 20, "staging")
+    );
     assert_eq!(c.sessions.idle_timeout, Duration::from_secs(3600));
     assert_eq!(c.metrics_address, Some(addr("10.0.0.1:9100")));
 }
@@ -513,6 +531,31 @@ fn zero_partitions() {
         error("kvstore.partitions = 0\n"),
         "node1.conf: kvstore.partitions = 0: must be at least 1"
     );
+}
+
+#[test]
+fn a_frame_limit_too_small_for_the_largest_request() {
+    assert_eq!(
+        error("kvstore.limits { max-value-bytes = 1 MiB, max-frame-bytes = 1 MiB }\n"),
+        "node1.conf: kvstore.limits.max-frame-bytes = 1048576: must be in 2102272..=4294967295: \
+         at least 64KiB and at least kvstore.limits.max-key-bytes + 2 x \
+         kvstore.limits.max-value-bytes + 4KiB, so that a CAS of the largest key and values \
+         fits in one frame"
+    );
+    assert!(
+        error("kvstore.limits.max-frame-bytes = 1000\n")
+            .starts_with("node1.conf: kvstore.limits.max-frame-bytes = 1000: must be in 136192..=")
+    );
+}
+
+#[test]
+fn an_empty_or_mistyped_cluster_secret() {
+    assert_eq!(
+        error("kvstore.cluster-secret = \"\"\n"),
+        "node1.conf: kvstore.cluster-secret = \"\": must not be empty (leave it out to run \
+         without a secret)"
+    );
+    assert!(error("kvstore.cluster-secret = [1, 2]\n").contains("kvstore.cluster-secret"),);
 }
 
 #[test]

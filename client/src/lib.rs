@@ -81,7 +81,13 @@ pub struct ClientOptions {
     /// Local address to listen on for answers; by default the address of the
     /// interface that routes to the endpoint, with a free port.
     pub bind: Option<SocketAddr>,
+    /// The cluster's shared secret, when its nodes have `cluster-secret` set
+    /// (see [`SECRET_ENV`]); without it they refuse the connection.
+    pub secret: Option<Vec<u8>>,
 }
+
+/// The environment variable command-line clients read the cluster secret from.
+pub const SECRET_ENV: &str = "KVSTORE_CLUSTER_SECRET";
 
 impl ClientOptions {
     /// Defaults for `endpoint`: cluster "kompact-kv", 500 ms per attempt, 2 s deadline.
@@ -92,6 +98,7 @@ impl ClientOptions {
             request_timeout: Duration::from_millis(500),
             deadline: Duration::from_secs(2),
             bind: None,
+            secret: None,
         }
     }
 }
@@ -123,6 +130,27 @@ pub fn local_ip_towards(dst: SocketAddr) -> SocketAddr {
         .unwrap_or_else(|_| SocketAddr::new(dst.ip(), 0))
 }
 
+/// The largest frame a client accepts: well above a node's default
+/// `limits.max-frame-bytes` (1 MiB), so that a client can read the largest answer
+/// of a node configured for larger values (up to this). A node only sends what
+/// its own limit allows, and the transport allocates only for bytes that arrived.
+pub const CLIENT_MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// The transport settings of a client's system: it listens on `bind` (nodes answer
+/// it there when its own connection is gone) and names `cluster`, with `secret` if
+/// the cluster has one, in every handshake; frames up to
+/// [`CLIENT_MAX_FRAME_BYTES`].
+pub fn transport_config(
+    bind: SocketAddr,
+    cluster: &str,
+    secret: Option<Vec<u8>>,
+) -> kv_components::network::TransportConfig {
+    let mut t = kv_components::network::TransportConfig::new(bind, cluster);
+    t.secret = secret;
+    t.max_frame_bytes = CLIENT_MAX_FRAME_BYTES;
+    t
+}
+
 /// A random 64-bit session id (never 0, which means "no session" on the wire).
 pub fn random_client_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -148,7 +176,12 @@ impl ClientSystem {
     pub fn start(opts: ClientOptions) -> Result<ClientSystem, Error> {
         let bind = opts.bind.unwrap_or_else(|| local_ip_towards(opts.endpoint));
         let logger = quiet_logger();
-        let rt = Runtime::start(bind, 2, Some(logger)).map_err(Error::Setup)?;
+        let rt = Runtime::start(
+            transport_config(bind, &opts.cluster, opts.secret.clone()),
+            2,
+            Some(logger),
+        )
+        .map_err(Error::Setup)?;
         Ok(ClientSystem { rt, opts })
     }
 

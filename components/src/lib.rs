@@ -2,7 +2,8 @@
 //!
 //! Each protocol component is a thin adapter between typed ports (`kv-ports`) and a
 //! sans-IO core (`kv-protocols`). Only the [`timer`] and [`network`] providers touch
-//! Kompact's timers and kompact-net; the simulator replaces exactly these two.
+//! Kompact's timers and the TCP transport (`kv-transport`); the simulator replaces
+//! exactly these two.
 #![deny(missing_docs)]
 
 pub mod ble;
@@ -13,7 +14,6 @@ pub mod metrics;
 pub mod network;
 pub mod overlay;
 pub mod perfect_link;
-pub mod receive_buffers;
 pub mod runtime;
 pub mod sequence_paxos;
 pub mod ticker;

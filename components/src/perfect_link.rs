@@ -16,12 +16,13 @@ use kv_protocols::link::{Ack, Frame, LinkConfig, LinkCore, LinkEvent};
 
 use crate::ticker::{Ticker, tick_driven_component, ticks};
 
-/// Retransmissions are packed into frames of at most this many (estimated) bytes:
-/// kompact-net fails to decode frames much larger than one buffer chunk (128 KiB).
+/// Retransmissions are packed into frames of at most this many (estimated) bytes,
+/// the smallest `limits.max-frame-bytes` a node accepts, so that a packed frame never
+/// crosses the limit and one frame does not hold a connection for long.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Most bytes per peer on the transport and not yet acknowledged (flow control;
 /// see [`kv_protocols::link`]). Far above what one peer needs between two
-/// acknowledgements at full load, far below what fills kompact-net's buffers.
+/// acknowledgements at full load, far below the transport's queue for one peer.
 const MAX_INFLIGHT_BYTES: usize = 1 << 20;
 
 /// A cheap upper estimate of a payload's encoded size.

@@ -1,6 +1,6 @@
-//! A Kompact system with the real providers: kompact-net on a TCP address and a
-//! wall-clock timer thread. Nodes (`kvstore start`, `kvstore demo`) and clients both run on
-//! one of these.
+//! A Kompact system with the real providers: our TCP transport on an address and a
+//! wall-clock timer thread. Nodes (`kvstore start`, `kvstore demo`) and clients both
+//! run on one of these.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,35 +8,32 @@ use std::time::Duration;
 
 use kompact::KompactLogger;
 use kompact::prelude::*;
-use kompact_net::{NetworkConfig, NetworkSystemExt};
 use kv_ports::{Network, Timer};
+use kv_transport::Transport;
 
 use crate::connect::{Connector, connector};
-use crate::network::{NETWORK_ALIAS, TcpNetwork};
-use crate::receive_buffers::DeferredFreeAllocator;
+use crate::network::{TcpNetwork, TransportConfig, TransportEvent, TransportStats};
 use crate::timer::WallTimer;
-
-/// Largest network frame (bytes) a system can receive: one kompact-net buffer chunk.
-pub const MAX_FRAME: usize = 1 << 20;
 
 /// A running Kompact system with a network and a timer provider.
 pub struct Runtime {
     /// The system.
     pub system: KompactSystem,
-    /// The network provider, registered as [`NETWORK_ALIAS`].
+    /// The network provider.
     pub network: Arc<Component<TcpNetwork>>,
     /// The timer provider.
     pub timer: Arc<Component<WallTimer>>,
-    /// The address the system listens on (the bound port when 0 was asked for).
+    /// The address the system listens on and is known by (the bound port when 0 was
+    /// asked for).
     pub address: SocketAddr,
-    /// The network thread's chunk allocator.
-    pub receive_buffers: Arc<DeferredFreeAllocator>,
 }
 
 impl Runtime {
-    /// Start a system listening on `bind` with `threads` worker threads.
+    /// Start a system with `threads` worker threads whose network listens on
+    /// `net.listen`, in cluster `net.cluster` (with `net.secret`, if any, and the
+    /// frame limit `net.max_frame_bytes`).
     pub fn start(
-        bind: SocketAddr,
+        net: TransportConfig,
         threads: usize,
         logger: Option<KompactLogger>,
     ) -> Result<Runtime, String> {
@@ -51,35 +48,25 @@ impl Runtime {
         if let Some(l) = logger {
             cfg.logger(l);
         }
-        // kompact-net cannot decode a frame larger than one buffer chunk (128 kB by
-        // default); 1 MiB chunks leave room for large Sequence Paxos syncs and
-        // snapshots. Retransmissions are packed far below that (PerfectLink).
-        let mut buffers = kompact::net::buffers::BufferConfig::default();
-        buffers.chunk_size(MAX_FRAME);
-        // Chunks are freed only after the network component has decoded every frame
-        // leased from them (kompact 0.12 frees them early when a channel is replaced).
-        let receive_buffers = Arc::new(DeferredFreeAllocator::new(MAX_FRAME));
-        cfg.system_components(
-            DeadletterBox::new,
-            NetworkConfig::with_custom_allocator(bind, buffers, receive_buffers.clone()).build(),
-        );
         let system = cfg
             .build()
             .wait()
-            .map_err(|e| format!("cannot start on {bind}: {e}"))?;
-        let address = system.system_path().socket_address();
-        let network = {
-            let receive_buffers = receive_buffers.clone();
-            system.create(move || TcpNetwork::with_receive_buffers(receive_buffers))
+            .map_err(|e| format!("cannot start a Kompact system: {e}"))?;
+        let network = system.create(TcpNetwork::new);
+        // Events reach the component as actor messages; any that arrive before it
+        // has started wait in its mailbox.
+        let events = network.actor_ref();
+        let listen = net.listen;
+        let transport = match Transport::start(net, move |e| events.tell(TransportEvent(e))) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = system.shutdown().wait();
+                return Err(format!("cannot listen on {listen}: {e}"));
+            }
         };
-        network.on_definition(|c| system.connect_network_status_port(&mut c.status_port));
+        let address = transport.identity().addr;
+        network.on_definition(|n| n.attach(transport));
         let timer = system.create(WallTimer::new);
-        system
-            .register_by_alias(&network, NETWORK_ALIAS)
-            .wait_timeout(Duration::from_secs(10))
-            .map_err(|_| "timed out registering the network component".to_string())?
-            .map_err(|e| format!("cannot register the network component: {e:?}"))?;
-        receive_buffers.set_reaper(network.actor_ref());
         system
             .start_notify(&network)
             .wait_timeout(Duration::from_secs(10))
@@ -93,7 +80,6 @@ impl Runtime {
             network,
             timer,
             address,
-            receive_buffers,
         })
     }
 
@@ -105,5 +91,12 @@ impl Runtime {
     /// A connector to the timer provider.
     pub fn timer(&self) -> Connector<Timer> {
         connector::<Timer, _>(&self.timer)
+    }
+
+    /// The transport's counters now (zero once the network component was killed).
+    pub fn transport_stats(&self) -> TransportStats {
+        self.network
+            .on_definition(|n| n.transport_stats())
+            .unwrap_or_default()
     }
 }

@@ -50,6 +50,32 @@ struct Endpoint {
     /// How long an operation may take before it is reported unavailable.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     timeout: Duration,
+    /// A file holding the cluster's `cluster-secret` (one line). Without it, the
+    /// secret is read from the environment variable KVSTORE_CLUSTER_SECRET, if set.
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<std::path::PathBuf>,
+}
+
+/// The cluster secret a client presents: the first line of `file` when given, else
+/// the value of [`kv_client::SECRET_ENV`] when set; `None` without either. Never
+/// taken from a flag's value, which other users could read in the process list.
+fn cluster_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
+    let secret = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--cluster-secret-file {}: {e}", path.display()))?;
+            text.lines().next().unwrap_or("").to_string()
+        }
+        None => match std::env::var(kv_client::SECRET_ENV) {
+            Ok(s) => s,
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", kv_client::SECRET_ENV)),
+        },
+    };
+    if secret.is_empty() {
+        return Err("the cluster secret is empty".to_string());
+    }
+    Ok(Some(secret.into_bytes()))
 }
 
 #[derive(Subcommand)]
@@ -290,7 +316,7 @@ fn start(path: &std::path::Path, level: slog::Level) -> ExitCode {
 
 fn start_node(cfg: NodeConfig, level: slog::Level) -> Result<(Runtime, Node), String> {
     let logger = logging::kompact_logger(level, &cfg.address.to_string());
-    let rt = Runtime::start(cfg.address, 2, Some(logger))?;
+    let rt = Runtime::start(cfg.transport(), 2, Some(logger))?;
     let incarnation = kv_client::random_client_id();
     let node = Node::start(&rt.system, cfg, rt.timer(), rt.net(), incarnation);
     Ok((rt, node))
@@ -368,6 +394,7 @@ fn demo(nodes: usize, partitions: u32, replication: usize, level: slog::Level) -
         endpoint: server.to_string(),
         cluster: "kompact-kv".to_string(),
         timeout: Duration::from_secs(2),
+        cluster_secret_file: None,
     };
     let code = match connect(&ep) {
         Ok(c) => console_loop(&c),
@@ -386,6 +413,10 @@ fn client_options(ep: &Endpoint) -> Result<ClientOptions, ExitCode> {
     })?;
     let mut opts = ClientOptions::new(endpoint);
     opts.cluster = ep.cluster.clone();
+    opts.secret = cluster_secret(ep.cluster_secret_file.as_deref()).map_err(|e| {
+        eprintln!("kvstore: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
     opts.deadline = ep.timeout;
     opts.request_timeout = (ep.timeout / 4).max(Duration::from_millis(50));
     Ok(opts)

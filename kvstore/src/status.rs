@@ -45,6 +45,10 @@ pub struct Args {
     /// Print one JSON document instead of tables.
     #[arg(long)]
     json: bool,
+    /// A file holding the cluster's `cluster-secret` (one line); without it, the
+    /// environment variable KVSTORE_CLUSTER_SECRET, if set.
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<std::path::PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -57,6 +61,8 @@ struct StatusProbe {
     net_port: RequiredPort<Network>,
     next_nonce: u64,
     waiting: BTreeMap<u64, (NodeId, KPromise<NodeStatus>)>,
+    /// Nodes that refused us for naming another cluster, with their reason.
+    wrong_cluster: Arc<std::sync::Mutex<BTreeMap<NodeId, String>>>,
 }
 
 #[derive(Debug)]
@@ -69,6 +75,7 @@ impl StatusProbe {
             net_port: RequiredPort::uninitialised(),
             next_nonce: first_nonce,
             waiting: BTreeMap::new(),
+            wrong_cluster: Arc::default(),
         }
     }
 }
@@ -77,6 +84,18 @@ ignore_lifecycle!(StatusProbe);
 
 impl Require<Network> for StatusProbe {
     fn handle(&mut self, ind: NetIndication) -> HandlerResult {
+        if let NetIndication::Deliver {
+            src,
+            msg:
+                kv_ports::NetMessage::Client(kv_ports::ClientMessage::Refused {
+                    reason: kv_ports::Refusal::WrongCluster(reason),
+                    ..
+                }),
+        } = &ind
+            && let Ok(mut w) = self.wrong_cluster.lock()
+        {
+            w.insert(*src, reason.clone());
+        }
         if let NetIndication::Deliver {
             src,
             msg: kv_ports::NetMessage::Status(StatusMessage::Reply(status)),
@@ -508,11 +527,16 @@ pub fn run(args: &Args, view: View) -> ExitCode {
             return ExitCode::from(crate::EXIT_USAGE);
         }
     };
-    let rt = match Runtime::start(
-        kv_client::local_ip_towards(endpoint),
-        2,
-        Some(quiet_logger()),
-    ) {
+    let secret = match crate::cluster_secret(args.cluster_secret_file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kvstore: {e}");
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    let transport =
+        kv_client::transport_config(kv_client::local_ip_towards(endpoint), &args.cluster, secret);
+    let rt = match Runtime::start(transport, 2, Some(quiet_logger())) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kvstore: {e}");
@@ -522,10 +546,19 @@ pub fn run(args: &Args, view: View) -> ExitCode {
     let probe = rt
         .system
         .create(|| StatusProbe::new(kv_client::random_client_id()));
+    let wrong_cluster = probe.on_definition(|p| p.wrong_cluster.clone());
     connect_to(&rt.net(), &probe);
     rt.system.start(&probe);
 
     let code = match ask_all(&probe, &[endpoint], args.timeout).remove(&endpoint) {
+        None if let Some(reason) = wrong_cluster
+            .lock()
+            .ok()
+            .and_then(|w| w.get(&endpoint).cloned()) =>
+        {
+            eprintln!("kvstore: {endpoint}: wrong cluster: {reason}");
+            ExitCode::from(1)
+        }
         None => {
             eprintln!(
                 "kvstore: no answer from {endpoint} within {} (is the node up?)",

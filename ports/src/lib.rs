@@ -10,7 +10,7 @@
 //! | port | provided by | required by |
 //! |---|---|---|
 //! | [`Timer`] | timer provider (real or simulated) | every component that needs time |
-//! | [`Network`] | network provider (kompact-net or simulated) | `PerfectLink`, `Overlay`, client |
+//! | [`Network`] | network provider (our TCP transport or simulated) | `PerfectLink`, `Overlay`, client |
 //! | [`PerfectLink`] | `PerfectLink` | `Epfd`, `Bootstrap`, `Ble`, `SequencePaxos`, `Overlay` |
 //! | [`EventuallyPerfectFailureDetector`] | `Epfd` | `Overlay` |
 //! | [`BallotLeaderElection`] | `Ble` | `SequencePaxos` |

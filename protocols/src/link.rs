@@ -1,5 +1,5 @@
 //! PerfectLink core: exactly-once, FIFO delivery over a transport that may lose
-//! whatever was queued on a connection when it drops (kompact-net does).
+//! whatever was queued on a connection when it drops (a TCP connection does).
 //!
 //! Each sender numbers its payloads per destination (1, 2, 3, ...) within an
 //! *incarnation*, a random number drawn when the node starts. The receiver delivers

@@ -41,8 +41,8 @@ fn wide(c: LinkConfig) -> LinkConfig {
 }
 
 /// Two nodes; frames in flight travel in FIFO order on a "connection" that the
-/// schedule drops now and then (losing everything in flight), like TCP under
-/// kompact-net. Returns what b delivered.
+/// schedule drops now and then (losing everything in flight), like a TCP connection
+/// that breaks. Returns what b delivered.
 fn run(seed: u64, n: u64) -> Vec<u64> {
     let (a, b) = (addr(1), addr(2));
     let mut la: LinkCore<u64> = LinkCore::new(cfg(11));

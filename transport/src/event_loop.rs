@@ -75,6 +75,10 @@ pub enum Event {
         /// The peer's identity when known: the address dialed, or the one its
         /// hello claimed (proven only once a handshake succeeds).
         peer: Option<SocketAddr>,
+        /// Whether this side dialed the connection (else it accepted it). A dialer
+        /// that is refused, for example by a node of another cluster, can tell its
+        /// user why, while the acceptor only has a stranger to log.
+        dialed: bool,
         /// Why.
         error: ConnectionError,
     },
@@ -239,6 +243,7 @@ impl Counters {
 
 enum Command {
     Send { peer: SocketAddr, data: Vec<u8> },
+    Disconnect { peer: SocketAddr },
     Shutdown,
 }
 
@@ -295,6 +300,24 @@ impl TransportSender {
         Ok(())
     }
 
+    /// Closes the open connection to `peer`, if there is one, as a broken one
+    /// would be (reported as [`Event::Disconnected`]; what was queued on it is
+    /// lost). The next frame to it dials again. Meant for fault injection.
+    pub fn disconnect(&self, peer: SocketAddr) -> Result<(), SendError> {
+        let s = &self.shared;
+        let sent = match s.commands.lock() {
+            Ok(tx) => tx.send(Command::Disconnect { peer }).is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
+            return Err(SendError::Stopped);
+        }
+        if !s.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = s.waker.wake();
+        }
+        Ok(())
+    }
+
     /// The counters now.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
@@ -313,6 +336,11 @@ impl TransportHandle {
     /// See [`TransportSender::send`].
     pub fn send(&self, peer: SocketAddr, data: Vec<u8>) -> Result<(), SendError> {
         self.sender.send(peer, data)
+    }
+
+    /// See [`TransportSender::disconnect`].
+    pub fn disconnect(&self, peer: SocketAddr) -> Result<(), SendError> {
+        self.sender.disconnect(peer)
     }
 
     /// A sender for other threads.
@@ -610,6 +638,11 @@ impl<H: FnMut(Event)> EventLoop<H> {
                         .fetch_sub(data.len() + SEND_OVERHEAD, Ordering::AcqRel);
                     self.send(peer, &data);
                 }
+                Ok(Command::Disconnect { peer }) => {
+                    if let Some(t) = self.peers.get(&peer).and_then(|p| p.conn) {
+                        self.close(t, None);
+                    }
+                }
                 Ok(Command::Shutdown) => return Flow::Stop,
                 Err(TryRecvError::Empty) => return Flow::Idle,
                 // Unreachable while `Shared` holds the sender; stop rather than spin.
@@ -748,6 +781,7 @@ impl<H: FnMut(Event)> EventLoop<H> {
                         self.emit(Event::ConnectionError {
                             remote,
                             peer: None,
+                            dialed: false,
                             error,
                         });
                     }
@@ -776,6 +810,7 @@ impl<H: FnMut(Event)> EventLoop<H> {
                 self.emit(Event::ConnectionError {
                     remote: addr,
                     peer: Some(addr),
+                    dialed: true,
                     error,
                 });
                 self.dial_failed(addr);
@@ -1066,6 +1101,7 @@ impl<H: FnMut(Event)> EventLoop<H> {
             self.emit(Event::ConnectionError {
                 remote: c.remote,
                 peer: peer_addr,
+                dialed: c.dialed.is_some(),
                 error: e.clone(),
             });
         }

@@ -313,6 +313,7 @@ fn a_peer_with_the_wrong_secret_never_gets_a_frame_delivered() {
         Event::ConnectionError {
             error: ConnectionError::Handshake(h),
             peer,
+            dialed: false,
             ..
         } if h.is_auth_failure() => {
             // Named by the identity its hello claimed.
@@ -329,6 +330,7 @@ fn a_peer_with_the_wrong_secret_never_gets_a_frame_delivered() {
         Event::ConnectionError {
             error: ConnectionError::Handshake(HandshakeError::AuthenticationFailed),
             peer,
+            dialed: true,
             ..
         } if *peer == Some(b.addr()) => Some(()),
         _ => None,
@@ -483,4 +485,36 @@ fn silent_connections_time_out_and_handshakes_are_capped() {
         _ => None,
     });
     assert_eq!(error, ConnectionError::IdleTimeout);
+}
+
+#[test]
+fn a_disconnected_peer_sees_the_connection_close_and_the_next_frame_redials() {
+    let a = start(config(None));
+    let b = start(config(None));
+    a.handle.send(b.addr(), b"first".to_vec()).unwrap();
+    assert_eq!(b.wait_frame_from(a.addr()), b"first");
+
+    a.handle.disconnect(b.addr()).unwrap();
+    for (node, other) in [(&a, b.addr()), (&b, a.addr())] {
+        node.wait_for("the connection to close", |e| match e {
+            Event::Disconnected { peer } if *peer == other => Some(()),
+            _ => None,
+        });
+    }
+    // Closed without an error: nothing for the log.
+    assert!(
+        !a.events_so_far()
+            .iter()
+            .any(|e| matches!(e, Event::ConnectionError { .. })),
+        "{:?}",
+        a.events_so_far()
+    );
+    b.handle.send(a.addr(), b"again".to_vec()).unwrap();
+    assert_eq!(a.wait_frame_from(b.addr()), b"again");
+    // Disconnecting a peer without a connection does nothing.
+    a.handle
+        .disconnect(SocketAddr::from(([127, 0, 0, 1], 1)))
+        .unwrap();
+    a.handle.send(b.addr(), b"still".to_vec()).unwrap();
+    assert_eq!(b.wait_frame_from(a.addr()), b"still");
 }

@@ -135,8 +135,12 @@ pub fn put_then_get(
     )
     .map_err(Failure::Setup)?;
     let logger = kv_bootstrap::logging::kompact_logger(level, "embedded-client");
-    let rt = Runtime::start(kv_client::local_ip_towards(endpoint), 2, Some(logger))
-        .map_err(Failure::Setup)?;
+    let secret = std::env::var(kv_client::SECRET_ENV)
+        .ok()
+        .map(String::into_bytes);
+    let transport =
+        kv_client::transport_config(kv_client::local_ip_towards(endpoint), "kompact-kv", secret);
+    let rt = Runtime::start(transport, 2, Some(logger)).map_err(Failure::Setup)?;
     let system = rt.system.clone();
 
     let client = system.create(|| {

@@ -9,7 +9,7 @@
 //!   ([`SimNet::kill`]), a partition ([`SimNet::partition`]) or a connection drop
 //!   ([`SimNet::drop_connection`]); then everything in flight on it is lost too;
 //! - when a broken connection comes back ([`SimNet::heal`], or after a drop) both
-//!   sides get `ConnectionEstablished`, as kompact-net reports a reconnect, so the
+//!   sides get `ConnectionEstablished`, as the TCP provider reports a reconnect, so the
 //!   PerfectLink retransmits what the loss swallowed.
 //!
 //! Every message is encoded with `kv-wire` by the sender's [`SimNetwork`] and decoded
