@@ -158,7 +158,10 @@ fn both_sides_dialing_at_once_end_with_one_connection_and_lose_nothing() {
         }
         assert_eq!(sa.handshake_failures + sb.handshake_failures, 0);
         assert_eq!(sa.frames_dropped + sb.frames_dropped, 0);
-        assert!(sa.dials + sb.dials >= 2);
+        // Usually both dialed; on a loaded machine one side may already have the
+        // other's connection when its own send is handled, and then it needs no
+        // dial. Either way there is one connection and nothing is lost.
+        assert!(sa.dials + sb.dials >= 1);
     }
 }
 
