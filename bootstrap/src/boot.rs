@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kompact::prelude::*;
-use kv_components::ticker::Ticker;
+use kv_components::ticker::{Ticker, ticks};
 use kv_ports::{
     BootIndication, BootstrapMsg, Bootstrapping, Directory, Layout, Member, NodeId, PerfectLink,
     PlIndication, PlPayload, PlRequest, Timeout, Timer,
@@ -119,11 +119,11 @@ impl Bootstrap {
         } else {
             Role::Joining
         };
-        let ticks = |d: Duration| (d.as_nanos() / s.tick_period.as_nanos().max(1)).max(1) as u64;
+        let tick = s.tick_period;
         let core = Membership::new(MembershipConfig {
             me,
-            hb_round_ticks: ticks(s.heartbeat_period),
-            resend_ticks: ticks(s.resend_period),
+            hb_round_ticks: ticks(s.heartbeat_period, tick),
+            resend_ticks: ticks(s.resend_period, tick),
             snapshot_interval: DIRECTORY_SNAPSHOT_INTERVAL,
             max_pending: DIRECTORY_MAX_PENDING,
         });

@@ -10,13 +10,8 @@
 #![no_main]
 
 use kv_protocols::directory::Directory;
+use kv_protocols::partition::fnv1a;
 use libfuzzer_sys::fuzz_target;
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xCBF2_9CE4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

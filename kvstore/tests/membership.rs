@@ -36,26 +36,16 @@ fn get(key: &str, endpoint: SocketAddr) -> common::Run {
     run(&["get", key, "--endpoint", &endpoint.to_string()])
 }
 
-/// Writes a node's config the way `Cluster` does, for a node outside the boot set.
+/// Starts a node outside the boot set, configured the way `Cluster` configures its
+/// nodes.
 fn extra_node(c: &Cluster, name: &str, address: SocketAddr) -> Node {
-    let conf = c.scratch.write(
-        &format!("{name}.conf"),
-        &format!(
-            "kvstore {{\n\
-             \x20 address = \"{address}\"\n\
-             \x20 bootstrap-address = \"{}\"\n\
-             \x20 boot-threshold = {}\n\
-             \x20 partitions = {}\n\
-             \x20 replication-degree = {}\n\
-             }}\n",
-            c.bootstrap,
-            c.nodes.len(),
-            c.partitions,
-            c.replication
-        ),
-    );
-    let log = c.scratch.path.join(format!("{name}.log"));
-    Node::start(address, conf, log, "info")
+    let conf = config_with_seeds(c, name, address, &[]);
+    Node::start(
+        address,
+        conf,
+        c.scratch.path.join(format!("{name}.log")),
+        "info",
+    )
 }
 
 #[test]
@@ -148,7 +138,7 @@ fn a_restarted_node_rejoins_as_a_new_incarnation_and_the_cluster_keeps_serving()
     assert_eq!(r.stdout.trim(), "2", "{}", r.show());
 }
 
-/// A node's config with `seeds` added (the rest as `Cluster` writes it).
+/// A node's config as `Cluster` writes it, with `seeds` (none: the default).
 fn config_with_seeds(
     c: &Cluster,
     name: &str,

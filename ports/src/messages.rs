@@ -269,10 +269,5 @@ pub struct ReplicaStatus {
 
 /// A 64-bit fingerprint of a cluster name (FNV-1a), carried in every link frame.
 pub fn cluster_fingerprint(name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    kv_protocols::partition::fnv1a(name.as_bytes())
 }

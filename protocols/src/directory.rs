@@ -56,7 +56,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::partition::{MAX_PARTITIONS, TableError};
+use crate::partition::{MAX_PARTITIONS, TableError, fnv1a};
 use crate::sequence_paxos::LogEntry;
 use crate::{NodeId, PartitionId};
 
@@ -713,15 +713,6 @@ fn odd_at_most(n: usize) -> usize {
 
 const MAGIC: &[u8; 4] = b"KVDR";
 const VERSION: u16 = 1;
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 fn put_addr(w: &mut Vec<u8>, a: SocketAddr) {
     match a.ip() {

@@ -63,6 +63,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::NodeId;
+use crate::partition::fnv1a;
 
 /// A client's identity, chosen by the client (random 64 bits) and kept for its life.
 pub type ClientId = u64;
@@ -571,13 +572,6 @@ fn put_u64(w: &mut Vec<u8>, v: u64) {
 fn put_str(w: &mut Vec<u8>, s: &str) {
     put_u64(w, s.len() as u64);
     w.extend_from_slice(s.as_bytes());
-}
-
-/// FNV-1a 64 (the same function as the key hash, without the finaliser).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xCBF2_9CE4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
-    })
 }
 
 /// A bounds-checked cursor over snapshot bytes.

@@ -320,11 +320,6 @@ impl Membership {
         for BleEvent::Leader(b) in self.ble_events.drain(..) {
             r.px.handle_leader(b);
         }
-        r.px.take_outgoing(&mut self.px_out);
-        for (to, msg) in self.px_out.drain(..) {
-            self.outgoing
-                .push((to, MembershipMsg::Paxos { epoch, msg }));
-        }
         r.px.take_events(&mut self.px_events);
         let mut changed = false;
         for ev in self.px_events.drain(..) {
@@ -360,11 +355,12 @@ impl Membership {
                 idx: r.applied,
                 data: r.state.encode(),
             });
-            r.px.take_outgoing(&mut self.px_out);
-            for (to, msg) in self.px_out.drain(..) {
-                self.outgoing
-                    .push((to, MembershipMsg::Paxos { epoch, msg }));
-            }
+        }
+        // After the decisions and the snapshot: one drain takes what both sent.
+        r.px.take_outgoing(&mut self.px_out);
+        for (to, msg) in self.px_out.drain(..) {
+            self.outgoing
+                .push((to, MembershipMsg::Paxos { epoch, msg }));
         }
         if changed {
             let d = Arc::new(r.state.clone());

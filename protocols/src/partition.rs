@@ -51,12 +51,15 @@ pub const MAX_PARTITIONS: u32 = 1 << 16;
 /// assert_ne!(key_hash(b"foo"), key_hash(b"bar"));
 /// ```
 pub fn key_hash(key: &[u8]) -> u64 {
-    let mut h = FNV_OFFSET;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    crate::rng::mix64(h)
+    crate::rng::mix64(fnv1a(key))
+}
+
+/// FNV-1a 64 over `bytes`: the key hash before its finaliser, and the checksum of
+/// every encoding of ours (snapshots, directory states, transferred states).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(FNV_OFFSET, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+    })
 }
 
 /// The partition that owns `hash` when the hash space is split into `partitions`

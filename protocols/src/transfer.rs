@@ -477,10 +477,5 @@ impl SnapshotFetch {
 
 /// FNV-1a 64 of a state (the checksum chunks carry).
 pub fn checksum(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::partition::fnv1a(bytes)
 }
