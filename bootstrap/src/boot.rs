@@ -23,8 +23,9 @@ use std::time::Duration;
 use kompact::prelude::*;
 use kv_components::ticker::{Ticker, ticks};
 use kv_ports::{
-    BootIndication, BootstrapMsg, Bootstrapping, Directory, Layout, Member, NodeId, PerfectLink,
-    PlIndication, PlPayload, PlRequest, Timeout, Timer,
+    BootIndication, BootRequest, BootstrapMsg, Bootstrapping, Directory, EpfdIndication,
+    EventuallyPerfectFailureDetector, Layout, Member, NodeId, PerfectLink, PlIndication, PlPayload,
+    PlRequest, Timeout, Timer,
 };
 use kv_protocols::membership::{Membership, MembershipConfig, MembershipEvent, MembershipMsg};
 
@@ -55,6 +56,8 @@ pub struct BootSettings {
     pub heartbeat_period: Duration,
     /// Resend period of the directory's Sequence Paxos.
     pub resend_period: Duration,
+    /// Replace a replica whose node has been suspected this long (`None`: never).
+    pub replace_after: Option<Duration>,
 }
 
 enum Role {
@@ -74,6 +77,7 @@ pub struct Bootstrap {
     ctx: ComponentContext<Self>,
     boot_port: ProvidedPort<Bootstrapping>,
     pl_port: RequiredPort<PerfectLink>,
+    epfd_port: RequiredPort<EventuallyPerfectFailureDetector>,
     timer_port: RequiredPort<Timer>,
     s: BootSettings,
     role: Role,
@@ -126,11 +130,13 @@ impl Bootstrap {
             resend_ticks: ticks(s.resend_period, tick),
             snapshot_interval: DIRECTORY_SNAPSHOT_INTERVAL,
             max_pending: DIRECTORY_MAX_PENDING,
+            replace_after_ticks: s.replace_after.map(|d| ticks(d, tick)),
         });
         Bootstrap {
             ctx: ComponentContext::uninitialised(),
             boot_port: ProvidedPort::uninitialised(),
             pl_port: RequiredPort::uninitialised(),
+            epfd_port: RequiredPort::uninitialised(),
             timer_port: RequiredPort::uninitialised(),
             ticker: Ticker::new(s.keep_alive_period),
             core_ticker: Ticker::new(s.tick_period),
@@ -387,8 +393,25 @@ impl ComponentLifecycle for Bootstrap {
 }
 
 impl Provide<Bootstrapping> for Bootstrap {
-    fn handle(&mut self, req: Never) -> HandlerResult {
-        match req {}
+    fn handle(&mut self, req: BootRequest) -> HandlerResult {
+        match req {
+            BootRequest::Submit(cmd) => {
+                debug!(self.ctx.log(), "directory command submitted"; "command" => ?cmd);
+                self.core.submit(cmd);
+                self.flush_core();
+            }
+        }
+        Handled::OK
+    }
+}
+
+impl Require<EventuallyPerfectFailureDetector> for Bootstrap {
+    fn handle(&mut self, ind: EpfdIndication) -> HandlerResult {
+        match ind {
+            EpfdIndication::Suspect(n) => self.core.suspect(n),
+            EpfdIndication::Restore(n) => self.core.restore(n),
+        }
+        Handled::OK
     }
 }
 

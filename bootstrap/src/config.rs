@@ -61,6 +61,7 @@ const KNOWN_KEYS: &[&str] = &[
     "sessions.idle-timeout",
     "metrics-address",
     "seeds",
+    "membership.replace-after",
 ];
 
 /// The most seed addresses a node file may list.
@@ -181,6 +182,14 @@ pub struct FailureDetectorConfig {
     pub delay_increment: Duration,
 }
 
+/// Membership settings (`kvstore.membership`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipSettings {
+    /// A replica whose node has been suspected this long is replaced by another
+    /// member; `None` (`0s` in the file) turns automatic replacement off.
+    pub replace_after: Option<Duration>,
+}
+
 /// Ballot leader election settings (`kvstore.leader-election`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderElectionConfig {
@@ -293,6 +302,8 @@ pub struct NodeConfig {
     /// Members to ask for admission besides the bootstrap server (a node that starts
     /// after the cluster formed, or restarts, joins through any live one of them).
     pub seeds: Vec<SocketAddr>,
+    /// Membership settings.
+    pub membership: MembershipSettings,
 }
 
 impl NodeConfig {
@@ -382,6 +393,12 @@ impl NodeConfig {
     /// Sets (or clears) the metrics address.
     pub fn with_metrics_address(mut self, address: Option<SocketAddr>) -> Self {
         self.metrics_address = address;
+        self
+    }
+
+    /// Sets `membership.replace-after` (`None`: never replace).
+    pub fn with_replace_after(mut self, after: Option<Duration>) -> Self {
+        self.membership.replace_after = after;
         self
     }
 
@@ -1255,6 +1272,10 @@ impl Reader<'_> {
             },
             leader_election: LeaderElectionConfig {
                 heartbeat_period: self.duration("leader-election.heartbeat-period")?,
+            },
+            membership: MembershipSettings {
+                replace_after: Some(self.duration("membership.replace-after")?)
+                    .filter(|d| !d.is_zero()),
             },
             paxos: PaxosSettings {
                 max_batch: self.usize("paxos.max-batch")?,

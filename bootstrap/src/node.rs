@@ -18,6 +18,7 @@
 //! Every component counts into one shared [`Metrics`]; when `metrics-address` is
 //! set, a [`MetricsServer`] thread serves them in the Prometheus text format.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,25 +26,35 @@ use kompact::prelude::*;
 use kv_components::ble::{BleComp, BleSettings};
 use kv_components::connect::{Connector, connect_to, connector};
 use kv_components::epfd::{EpfdComp, EpfdSettings};
-use kv_components::kv_replica::{KvReplica, KvReplicaSettings};
+use kv_components::kv_replica::{EpochEnded, KvReplica, KvReplicaSettings};
 use kv_components::metrics::{Metrics, MetricsServer};
 use kv_components::overlay::{Overlay, OverlaySettings};
 use kv_components::perfect_link::{PerfectLinkComp, PerfectLinkConfig};
-use kv_components::sequence_paxos::{PaxosSettings as PaxosCompSettings, SequencePaxosComp};
+use kv_components::sequence_paxos::{
+    PaxosControl, PaxosSettings as PaxosCompSettings, SequencePaxosComp,
+};
+use kv_components::ticker::Ticker;
 use kv_ports::{
-    BallotLeaderElection, BootIndication, Bootstrapping, Directory, EpfdIndication, EpfdRequest,
-    EventuallyPerfectFailureDetector, LookupTable, Network, PartitionId, PerfectLink, Routing,
-    SequenceConsensus, Timer,
+    BallotLeaderElection, BootIndication, BootRequest, Bootstrapping, DirCommand, Directory,
+    EpfdIndication, EpfdRequest, EventuallyPerfectFailureDetector, LookupTable, Member, Network,
+    NodeId, PartitionId, PerfectLink, PlIndication, PlPayload, PlRequest, Routing,
+    SequenceConsensus, Snapshot, Timeout, Timer,
+};
+use kv_protocols::kv::KvState;
+use kv_protocols::transfer::{
+    FetchConfig, SnapshotFetch, SnapshotSource, TransferError, TransferMsg,
 };
 
 use crate::boot::{BootSettings, Bootstrap};
 use crate::config::NodeConfig;
 use crate::status::{StatusComp, StatusSource};
 
-/// The components of one hosted partition.
+/// The components of one hosted partition (one epoch of its group).
 pub struct PartitionReplica {
     /// The partition.
     pub partition: PartitionId,
+    /// The group's configuration epoch these components serve.
+    pub epoch: u64,
     /// Its leader election.
     pub ble: Arc<Component<BleComp>>,
     /// Its replicated log.
@@ -59,19 +70,80 @@ pub struct Hosted {
     pub table: Option<Arc<LookupTable>>,
     /// The directory the table comes from, once booted.
     pub directory: Option<Arc<Directory>>,
-    /// The replicas hosted here.
+    /// The replicas hosted here (at most one per partition).
     pub replicas: Vec<PartitionReplica>,
     /// Set when this node was refused by the bootstrap server.
     pub refused: Option<String>,
+    /// Partitions whose next epoch's state this node is fetching: partition, epoch,
+    /// bytes received, bytes in all (once known).
+    pub fetching: Vec<(PartitionId, u64, u64, Option<u64>)>,
 }
 
-/// Creates the per-partition components when the lookup table arrives.
+/// The state an epoch of a partition ended with, kept to start the next epoch here
+/// and to serve it to the new replicas that fetch it.
+#[derive(Clone, Debug)]
+struct Ended {
+    epoch: u64,
+    /// [`start_blob`]: the next epoch's first log index, then the state.
+    blob: Arc<Vec<u8>>,
+}
+
+/// What travels as the starting state of an epoch: the log index it starts at
+/// (8 bytes, little-endian), then the key-value state ([`KvState::encode_snapshot`]).
+fn start_blob(next_idx: u64, state: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8 + state.len());
+    b.extend_from_slice(&next_idx.to_le_bytes());
+    b.extend_from_slice(state);
+    b
+}
+
+/// Splits a [`start_blob`]; `None` if it is too short.
+fn split_blob(blob: &[u8]) -> Option<(u64, &[u8])> {
+    let (idx, state) = blob.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*idx), state))
+}
+
+/// Messages to the node host.
+#[derive(Debug)]
+pub enum HostMsg {
+    /// A hosted replica's epoch ended.
+    EpochEnded(EpochEnded),
+}
+
+impl From<EpochEnded> for HostMsg {
+    fn from(e: EpochEnded) -> Self {
+        HostMsg::EpochEnded(e)
+    }
+}
+
+/// Chunk size of state transfers (well under the smallest frame limit).
+const TRANSFER_CHUNK: u32 = 256 * 1024;
+/// Chunks in flight per transfer.
+const TRANSFER_WINDOW: usize = 4;
+/// The largest partition state a transfer accepts.
+const TRANSFER_MAX_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+/// Creates, moves and retires the per-partition components as the directory
+/// changes: a partition's group runs in epochs, and the host runs the epochs this
+/// process is a replica of (see `docs/membership.md`).
+///
+/// * A replica of the current epoch starts from the state the previous epoch ended
+///   with: its own, when it was a replica of that epoch too and decided its
+///   stop-sign, or else fetched in chunks from the previous replicas once the
+///   directory records that epoch as over. Epoch 0 starts empty.
+/// * A running replica of an earlier epoch is told to end it (the stop-sign) while
+///   the directory waits for that; once its stop-sign is decided, the replica hands
+///   its state here, the host reports the end to the directory, serves the state to
+///   fetching replicas, and retires the components.
 #[derive(ComponentDefinition)]
 pub struct NodeHost {
     ctx: ComponentContext<Self>,
     boot_port: RequiredPort<Bootstrapping>,
     epfd_port: RequiredPort<EventuallyPerfectFailureDetector>,
+    pl_port: RequiredPort<PerfectLink>,
+    timer_port: RequiredPort<Timer>,
     cfg: NodeConfig,
+    incarnation: u64,
     timer: Connector<Timer>,
     link: Connector<PerfectLink>,
     routing: Connector<Routing>,
@@ -80,49 +152,86 @@ pub struct NodeHost {
     /// Client operations waiting for a decision over all replicas of this node
     /// (bounded by `limits.max-inflight-per-node`).
     inflight: Arc<std::sync::atomic::AtomicUsize>,
+    directory: Option<Arc<Directory>>,
+    /// Per partition: the latest epoch that ended here, and its state.
+    ended: BTreeMap<PartitionId, Ended>,
+    source: SnapshotSource,
+    fetches: BTreeMap<PartitionId, SnapshotFetch>,
+    transfer_out: Vec<(NodeId, TransferMsg)>,
+    /// Nodes the failure detector suspects (asked last for a state).
+    suspected: std::collections::BTreeSet<NodeId>,
+    ticker: Ticker,
 }
 
 impl NodeHost {
     fn new(
         cfg: NodeConfig,
+        incarnation: u64,
         timer: Connector<Timer>,
         link: Connector<PerfectLink>,
         routing: Connector<Routing>,
         hosted: Arc<Mutex<Hosted>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let ticker = Ticker::new(cfg.tick_period.max(Duration::from_millis(10)));
         NodeHost {
             ctx: ComponentContext::uninitialised(),
             boot_port: RequiredPort::uninitialised(),
             epfd_port: RequiredPort::uninitialised(),
+            pl_port: RequiredPort::uninitialised(),
+            timer_port: RequiredPort::uninitialised(),
             cfg,
+            incarnation,
             timer,
             link,
             routing,
             hosted,
             metrics,
             inflight: Arc::default(),
+            directory: None,
+            ended: BTreeMap::new(),
+            source: SnapshotSource::new(TRANSFER_CHUNK),
+            fetches: BTreeMap::new(),
+            transfer_out: Vec::new(),
+            suspected: Default::default(),
+            ticker,
         }
     }
 
-    fn host_partition(&mut self, table: &LookupTable, p: PartitionId) -> PartitionReplica {
+    fn lock_hosted(&self) -> std::sync::MutexGuard<'_, Hosted> {
+        self.hosted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn host_partition(
+        &mut self,
+        p: PartitionId,
+        epoch: u64,
+        group: Vec<NodeId>,
+        start: Option<(u64, KvState, Vec<u8>)>,
+    ) -> PartitionReplica {
         let me = self.cfg.address;
-        let group = table.group(p).to_vec();
         let sys = self.ctx.system();
         let ble = sys.create(|| {
             BleComp::new(BleSettings {
                 me,
                 partition: p,
+                epoch,
                 group: group.clone(),
                 tick_period: self.cfg.tick_period,
                 heartbeat_period: self.cfg.leader_election.heartbeat_period,
             })
         });
         let ps = &self.cfg.paxos;
+        let (initial, state) = match start {
+            Some((idx, state, bytes)) => (Some(Snapshot { idx, data: bytes }), Some((idx, state))),
+            None => (None, None),
+        };
         let paxos = sys.create(|| {
             SequencePaxosComp::new(PaxosCompSettings {
                 me,
                 partition: p,
+                epoch,
+                initial,
                 group: group.clone(),
                 tick_period: self.cfg.tick_period,
                 max_batch: ps.max_batch,
@@ -134,10 +243,12 @@ impl NodeHost {
             .with_metrics(self.metrics.partition(p))
         });
         let limits = &self.cfg.limits;
+        let host: Recipient<EpochEnded> = self.actor_ref().recipient();
         let replica = sys.create(|| {
-            KvReplica::new(KvReplicaSettings {
+            let r = KvReplica::new(KvReplicaSettings {
                 me,
                 partition: p,
+                epoch,
                 max_key_bytes: limits.max_key_bytes,
                 max_value_bytes: limits.max_value_bytes,
                 max_inflight: limits.max_inflight_per_node,
@@ -148,6 +259,11 @@ impl NodeHost {
             })
             .with_metrics(self.metrics.clone())
             .with_node_inflight(self.inflight.clone())
+            .on_epoch_end(host);
+            match state {
+                Some((idx, st)) => r.with_initial_state(idx, st),
+                None => r,
+            }
         });
         connect_to(&self.link, &ble);
         connect_to(&self.timer, &ble);
@@ -162,53 +278,290 @@ impl NodeHost {
         sys.start(&replica);
         sys.start(&paxos);
         sys.start(&ble);
+        info!(self.ctx.log(), "replica started";
+            "partition" => p, "epoch" => epoch, "group" => ?group);
         PartitionReplica {
             partition: p,
+            epoch,
             ble,
             paxos,
             replica,
         }
     }
+
+    /// Stops and drops a replica's components.
+    fn retire(&mut self, r: PartitionReplica) {
+        info!(self.ctx.log(), "replica retired"; "partition" => r.partition, "epoch" => r.epoch);
+        let sys = self.ctx.system();
+        sys.kill(r.replica);
+        sys.kill(r.paxos);
+        sys.kill(r.ble);
+    }
+
+    /// Starts `epoch` of `p` from a starting state blob; `false` if the blob is not
+    /// a valid state (it is then dropped, and fetched again).
+    fn start_from_blob(
+        &mut self,
+        p: PartitionId,
+        epoch: u64,
+        group: Vec<NodeId>,
+        blob: &[u8],
+    ) -> bool {
+        let Some((idx, bytes)) = split_blob(blob) else {
+            error!(self.ctx.log(), "starting state too short"; "partition" => p, "epoch" => epoch);
+            return false;
+        };
+        let session_idle = self.cfg.sessions.idle_timeout.as_millis() as u64;
+        match KvState::decode_snapshot(bytes, session_idle, self.cfg.limits.max_clients) {
+            Ok(state) => {
+                let r = self.host_partition(p, epoch, group, Some((idx, state, bytes.to_vec())));
+                self.lock_hosted().replicas.push(r);
+                true
+            }
+            Err(e) => {
+                error!(self.ctx.log(), "starting state rejected";
+                    "partition" => p, "epoch" => epoch, "error" => %e);
+                false
+            }
+        }
+    }
+
+    /// Brings the hosted replicas in line with the directory (see the type's docs).
+    fn reconcile(&mut self) {
+        let Some(dir) = self.directory.clone() else {
+            return;
+        };
+        let me = Member {
+            addr: self.cfg.address,
+            incarnation: self.incarnation,
+        };
+        for p in 0..dir.partitions() {
+            let Some(g) = dir.group(p) else { continue };
+            // 1. A replica of an earlier epoch.
+            let running = {
+                let h = self.lock_hosted();
+                h.replicas
+                    .iter()
+                    .find(|r| r.partition == p)
+                    .map(|r| (r.epoch, r.paxos.clone()))
+            };
+            if let Some((epoch, paxos)) = &running
+                && *epoch < g.epoch
+            {
+                if *epoch + 1 == g.epoch && !g.settled {
+                    paxos.actor_ref().tell(PaxosControl::Stop);
+                } else {
+                    // That epoch is over without this replica: its state comes
+                    // from those that decided the stop-sign.
+                    let r = {
+                        let mut h = self.lock_hosted();
+                        let i = h.replicas.iter().position(|r| r.partition == p);
+                        i.map(|i| h.replicas.remove(i))
+                    };
+                    if let Some(r) = r {
+                        self.retire(r);
+                    }
+                }
+            }
+            // 2. The current epoch, if this process is one of its replicas.
+            let runs_current = self
+                .lock_hosted()
+                .replicas
+                .iter()
+                .any(|r| r.partition == p && r.epoch == g.epoch);
+            if g.replicas.contains(&me) && !runs_current {
+                let group = g.addrs();
+                if g.epoch == 0 {
+                    let r = self.host_partition(p, 0, group, None);
+                    self.lock_hosted().replicas.push(r);
+                } else if let Some(e) = self.ended.get(&p).filter(|e| e.epoch + 1 == g.epoch) {
+                    let blob = e.blob.clone();
+                    if !self.start_from_blob(p, g.epoch, group, &blob) {
+                        self.ended.remove(&p);
+                    }
+                } else if g.settled && !self.fetches.contains_key(&p) {
+                    // Unsuspected replicas first: a crashed one is only asked after.
+                    let mut sources: Vec<NodeId> = g
+                        .previous
+                        .iter()
+                        .map(|m| m.addr)
+                        .filter(|a| *a != me.addr)
+                        .collect();
+                    sources.sort_by_key(|a| self.suspected.contains(a));
+                    info!(self.ctx.log(), "fetching the partition's state";
+                        "partition" => p, "epoch" => g.epoch, "from" => ?sources);
+                    let timeout_ticks = kv_components::ticker::ticks(
+                        self.cfg.paxos.resend_period,
+                        self.ticker.period(),
+                    );
+                    self.fetches.insert(
+                        p,
+                        SnapshotFetch::new(
+                            p,
+                            g.epoch,
+                            sources,
+                            FetchConfig {
+                                chunk: TRANSFER_CHUNK,
+                                window: TRANSFER_WINDOW,
+                                timeout_ticks,
+                                max_bytes: TRANSFER_MAX_BYTES,
+                            },
+                        ),
+                    );
+                }
+            }
+            // A fetch for an epoch that is no longer current is of no use.
+            if self
+                .fetches
+                .get(&p)
+                .is_some_and(|f| f.epoch() != g.epoch || !g.replicas.contains(&me))
+            {
+                self.fetches.remove(&p);
+            }
+            // 3. Served states: an epoch's starting state is needed until the epoch
+            // after it began (which needs that epoch settled).
+            if self.ended.get(&p).is_some_and(|e| e.epoch + 2 <= g.epoch) {
+                self.ended.remove(&p);
+            }
+            self.source.retire_before(p, g.epoch);
+        }
+        self.flush_transfers();
+        self.publish_fetches();
+    }
+
+    fn publish_fetches(&mut self) {
+        let fetching = self
+            .fetches
+            .iter()
+            .map(|(p, f)| {
+                let (got, total) = f.progress();
+                (*p, f.epoch(), got, total)
+            })
+            .collect();
+        self.lock_hosted().fetching = fetching;
+    }
+
+    fn flush_transfers(&mut self) {
+        for f in self.fetches.values_mut() {
+            f.take_outgoing(&mut self.transfer_out);
+        }
+        for (dst, msg) in self.transfer_out.drain(..) {
+            self.pl_port.trigger(PlRequest::Send {
+                dst,
+                payload: PlPayload::Transfer(msg),
+            });
+        }
+    }
+
+    /// Starts the replicas whose fetch completed.
+    fn finish_fetches(&mut self) {
+        let done: Vec<(PartitionId, u64, Result<Vec<u8>, TransferError>)> = self
+            .fetches
+            .iter_mut()
+            .filter_map(|(p, f)| f.take_result().map(|r| (*p, f.epoch(), r)))
+            .collect();
+        for (p, epoch, result) in done {
+            self.fetches.remove(&p);
+            let Some(g) = self.directory.as_ref().and_then(|d| d.group(p)).cloned() else {
+                continue;
+            };
+            if g.epoch != epoch {
+                continue;
+            }
+            match result {
+                Ok(blob) => {
+                    info!(self.ctx.log(), "partition state fetched";
+                        "partition" => p, "epoch" => epoch, "bytes" => blob.len());
+                    self.start_from_blob(p, epoch, g.addrs(), &blob);
+                }
+                Err(e) => {
+                    error!(self.ctx.log(), "fetching the partition's state failed, trying again";
+                        "partition" => p, "epoch" => epoch, "error" => %e);
+                }
+            }
+        }
+    }
+
+    fn on_epoch_ended(&mut self, e: EpochEnded) {
+        let r = {
+            let mut h = self.lock_hosted();
+            let i = h
+                .replicas
+                .iter()
+                .position(|r| r.partition == e.partition && r.epoch == e.epoch);
+            i.map(|i| h.replicas.remove(i))
+        };
+        if let Some(r) = r {
+            self.retire(r);
+        }
+        if self
+            .ended
+            .get(&e.partition)
+            .is_some_and(|x| x.epoch >= e.epoch)
+        {
+            return;
+        }
+        let blob = Arc::new(start_blob(e.next_idx, &e.state));
+        self.source.offer(e.partition, e.epoch + 1, blob.clone());
+        self.ended.insert(
+            e.partition,
+            Ended {
+                epoch: e.epoch,
+                blob,
+            },
+        );
+        self.boot_port
+            .trigger(BootRequest::Submit(DirCommand::Stopped {
+                group: e.partition,
+                epoch: e.epoch,
+            }));
+        self.reconcile();
+    }
 }
 
-ignore_lifecycle!(NodeHost);
+impl ComponentLifecycle for NodeHost {
+    fn on_start(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.start());
+        Handled::OK
+    }
+
+    fn on_stop(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.stop());
+        Handled::OK
+    }
+
+    fn on_kill(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.stop());
+        Handled::OK
+    }
+}
 
 impl Require<Bootstrapping> for NodeHost {
     fn handle(&mut self, ind: BootIndication) -> HandlerResult {
+        let first = matches!(ind, BootIndication::Booted(_));
         match ind {
-            BootIndication::Booted(layout) => {
-                let table = layout.table.clone();
-                self.epfd_port
-                    .trigger(EpfdRequest::Monitor(table.nodes.clone()));
-                // Only the slots of this very process: one recorded at our address
-                // with an earlier incarnation is a lost replica, and this empty
-                // process must not vote in its place.
-                let mine: Vec<PartitionId> = layout
-                    .directory
-                    .groups_of(self.cfg.address)
-                    .into_iter()
-                    .filter(|g| *g < table.partitions)
-                    .collect();
-                let mut replicas = Vec::new();
-                for p in mine {
-                    replicas.push(self.host_partition(&table, p));
-                }
-                info!(self.ctx.log(), "replicas started"; "partitions" => ?replicas.iter().map(|r| r.partition).collect::<Vec<_>>());
-                let mut h = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
-                h.table = Some(table);
-                h.directory = Some(layout.directory);
-                h.replicas = replicas;
-            }
-            BootIndication::Changed(layout) => {
+            BootIndication::Booted(layout) | BootIndication::Changed(layout) => {
                 self.epfd_port
                     .trigger(EpfdRequest::Monitor(layout.table.nodes.clone()));
-                let mut h = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
-                h.table = Some(layout.table);
-                h.directory = Some(layout.directory);
+                {
+                    let mut h = self.lock_hosted();
+                    h.table = Some(layout.table);
+                    h.directory = Some(layout.directory.clone());
+                }
+                self.directory = Some(layout.directory);
+                self.reconcile();
+                if first {
+                    let partitions: Vec<PartitionId> = self
+                        .lock_hosted()
+                        .replicas
+                        .iter()
+                        .map(|r| r.partition)
+                        .collect();
+                    info!(self.ctx.log(), "replicas started"; "partitions" => ?partitions);
+                }
             }
             BootIndication::NotInTable(reason) => {
-                let mut h = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
-                h.refused = Some(reason);
+                self.lock_hosted().refused = Some(reason);
             }
         }
         Handled::OK
@@ -216,16 +569,67 @@ impl Require<Bootstrapping> for NodeHost {
 }
 
 impl Require<EventuallyPerfectFailureDetector> for NodeHost {
-    fn handle(&mut self, _ind: EpfdIndication) -> HandlerResult {
+    fn handle(&mut self, ind: EpfdIndication) -> HandlerResult {
+        match ind {
+            EpfdIndication::Suspect(n) => {
+                self.suspected.insert(n);
+            }
+            EpfdIndication::Restore(n) => {
+                self.suspected.remove(&n);
+            }
+        }
+        Handled::OK
+    }
+}
+
+impl Require<PerfectLink> for NodeHost {
+    fn handle(&mut self, ind: PlIndication) -> HandlerResult {
+        if let PlIndication::Deliver { src, payload } = ind
+            && let PlPayload::Transfer(msg) = &*payload
+        {
+            match msg {
+                TransferMsg::Request { .. } => {
+                    if let Some(reply) = self.source.handle(msg) {
+                        self.pl_port.trigger(PlRequest::Send {
+                            dst: src,
+                            payload: PlPayload::Transfer(reply),
+                        });
+                    }
+                }
+                TransferMsg::Chunk { group, .. } | TransferMsg::Unavailable { group, .. } => {
+                    if let Some(f) = self.fetches.get_mut(group) {
+                        f.handle(src, msg.clone());
+                        self.finish_fetches();
+                        self.flush_transfers();
+                    }
+                }
+            }
+        }
+        Handled::OK
+    }
+}
+
+impl Require<Timer> for NodeHost {
+    fn handle(&mut self, t: Timeout) -> HandlerResult {
+        if self.ticker.is_mine(&t) && !self.fetches.is_empty() {
+            for f in self.fetches.values_mut() {
+                f.tick();
+            }
+            self.finish_fetches();
+            self.reconcile();
+        }
         Handled::OK
     }
 }
 
 impl Actor for NodeHost {
-    type Message = Never;
+    type Message = HostMsg;
 
-    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
-        match msg {}
+    fn receive_local(&mut self, msg: HostMsg) -> HandlerResult {
+        match msg {
+            HostMsg::EpochEnded(e) => self.on_epoch_ended(e),
+        }
+        Handled::OK
     }
 
     fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
@@ -313,10 +717,13 @@ impl Node {
                 tick_period: cfg.tick_period,
                 heartbeat_period: cfg.leader_election.heartbeat_period,
                 resend_period: cfg.paxos.resend_period,
+                replace_after: cfg.membership.replace_after,
             })
         });
         connect_to(&link_conn, &boot);
         connect_to(&timer, &boot);
+        biconnect_components::<EventuallyPerfectFailureDetector, _, _>(&epfd, &boot)
+            .expect("connect epfd → boot");
 
         let overlay = system.create(|| {
             Overlay::new(OverlaySettings {
@@ -339,6 +746,7 @@ impl Node {
         let host = system.create(|| {
             NodeHost::new(
                 cfg.clone(),
+                incarnation,
                 timer.clone(),
                 link_conn.clone(),
                 connector::<Routing, _>(&overlay),
@@ -349,6 +757,8 @@ impl Node {
         biconnect_components::<Bootstrapping, _, _>(&boot, &host).expect("connect boot → host");
         biconnect_components::<EventuallyPerfectFailureDetector, _, _>(&epfd, &host)
             .expect("connect epfd → host");
+        connect_to(&link_conn, &host);
+        connect_to(&timer, &host);
 
         let status_source = StatusSource::new(
             me,

@@ -19,6 +19,8 @@ pub struct BleSettings {
     pub me: NodeId,
     /// The partition whose group this instance serves.
     pub partition: PartitionId,
+    /// The group's configuration epoch.
+    pub epoch: u64,
     /// The group, this node included.
     pub group: Vec<NodeId>,
     /// Clock tick of the core.
@@ -36,6 +38,7 @@ pub struct BleComp {
     pl_port: RequiredPort<PerfectLink>,
     timer_port: RequiredPort<Timer>,
     partition: PartitionId,
+    epoch: u64,
     group: Vec<NodeId>,
     core: Ble,
     ticker: Ticker,
@@ -57,6 +60,7 @@ impl BleComp {
             pl_port: RequiredPort::uninitialised(),
             timer_port: RequiredPort::uninitialised(),
             partition: s.partition,
+            epoch: s.epoch,
             group: s.group,
             core,
             ticker: Ticker::new(s.tick_period),
@@ -72,6 +76,7 @@ impl BleComp {
                 dst,
                 payload: PlPayload::Ble {
                     partition: self.partition,
+                    epoch: self.epoch,
                     msg,
                 },
             });
@@ -81,7 +86,8 @@ impl BleComp {
             match e {
                 BleEvent::Leader(b) => {
                     info!(self.ctx.log(), "leader elected";
-                        "partition" => self.partition, "leader" => %b.pid, "ballot" => b.n);
+                        "partition" => self.partition, "epoch" => self.epoch,
+                        "leader" => %b.pid, "ballot" => b.n);
                     self.ble_port.trigger(Leader(b));
                 }
             }
@@ -98,8 +104,13 @@ impl Provide<BallotLeaderElection> for BleComp {
 impl Require<PerfectLink> for BleComp {
     fn handle(&mut self, ind: PlIndication) -> HandlerResult {
         if let PlIndication::Deliver { src, payload } = ind
-            && let PlPayload::Ble { partition, msg } = &*payload
+            && let PlPayload::Ble {
+                partition,
+                epoch,
+                msg,
+            } = &*payload
             && *partition == self.partition
+            && *epoch == self.epoch
         {
             if !self.group.contains(&src) {
                 warn!(self.ctx.log(), "ignoring election message from outside the group";

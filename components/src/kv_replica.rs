@@ -22,7 +22,7 @@ use kv_ports::{
 use kv_protocols::kv::{Applied, KvState};
 
 use crate::metrics::{Metrics, OpKind, Outcome, PartitionMetrics, inc};
-use crate::ticker::{Ticker, ticker_lifecycle};
+use crate::ticker::Ticker;
 
 /// Settings of one replica.
 #[derive(Clone, Debug)]
@@ -31,6 +31,8 @@ pub struct KvReplicaSettings {
     pub me: NodeId,
     /// The partition.
     pub partition: PartitionId,
+    /// The configuration epoch of the partition's group this replica serves.
+    pub epoch: u64,
     /// Longest key accepted, in bytes.
     pub max_key_bytes: usize,
     /// Longest value accepted, in bytes.
@@ -102,6 +104,21 @@ pub fn set_planted_bug(bug: Option<PlantedBug>) {
     PLANTED_BUG.with(|b| b.set(bug));
 }
 
+/// A replica's epoch ended: its log decided the stop-sign, and this is the state the
+/// next epoch starts from (sent to the node host, which starts the next epoch's
+/// replica or serves the state to the new replicas that fetch it).
+#[derive(Clone, Debug)]
+pub struct EpochEnded {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The epoch that ended.
+    pub epoch: u64,
+    /// The log index the next epoch starts at (one past the stop-sign).
+    pub next_idx: u64,
+    /// The state after every entry before the stop-sign ([`KvState::encode_snapshot`]).
+    pub state: Arc<Vec<u8>>,
+}
+
 /// One partition's replica of the key-value state machine.
 #[derive(ComponentDefinition)]
 pub struct KvReplica {
@@ -126,6 +143,10 @@ pub struct KvReplica {
     now_ms: u64,
     /// A deliberately planted bug (simulation only; `None` in production).
     planted_bug: Option<PlantedBug>,
+    /// Set once the epoch's stop-sign is decided: the replica takes no more requests.
+    stopped: bool,
+    /// Who learns that the epoch ended.
+    on_epoch_end: Option<Recipient<EpochEnded>>,
     metrics: Arc<Metrics>,
     partition_metrics: Arc<PartitionMetrics>,
 }
@@ -146,6 +167,8 @@ impl KvReplica {
             ticker: Ticker::new(s.tick_period),
             now_ms: 0,
             planted_bug: PLANTED_BUG.with(Cell::get),
+            stopped: false,
+            on_epoch_end: None,
             metrics: Arc::default(),
             partition_metrics: Arc::default(),
             s,
@@ -157,6 +180,66 @@ impl KvReplica {
         self.partition_metrics = m.partition(self.s.partition);
         self.metrics = m;
         self
+    }
+
+    /// Starts from the state a previous epoch of the group ended with: entries
+    /// `0..idx` are applied and summarised by `state`.
+    pub fn with_initial_state(mut self, idx: u64, state: KvState) -> Self {
+        self.state = state;
+        self.applied = idx;
+        self.last_snapshot = idx;
+        self
+    }
+
+    /// Tells `to` when this replica's epoch ends (see [`EpochEnded`]).
+    pub fn on_epoch_end(mut self, to: Recipient<EpochEnded>) -> Self {
+        self.on_epoch_end = Some(to);
+        self
+    }
+
+    /// Whether this replica's epoch ended.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The configuration epoch this replica serves.
+    pub fn epoch(&self) -> u64 {
+        self.s.epoch
+    }
+
+    /// The stop-sign at `idx` is decided: every entry before it is applied. Hand the
+    /// state on, turn away what is still waiting here (the clients retry with the
+    /// same sequence numbers, which the sessions in that state make safe), and take
+    /// nothing more.
+    fn on_stopped(&mut self, idx: u64, epoch: u64) {
+        if self.stopped {
+            return;
+        }
+        if idx != self.applied {
+            error!(self.ctx.log(), "stop-sign out of order";
+                "partition" => self.s.partition, "expected" => self.applied, "got" => idx);
+        }
+        self.stopped = true;
+        let state = Arc::new(self.state.encode_snapshot());
+        info!(self.ctx.log(), "replica stopped: epoch ended";
+            "partition" => self.s.partition, "epoch" => epoch, "idx" => idx,
+            "keys" => self.state.len(), "bytes" => state.len());
+        self.routing_port.trigger(RoutingRequest::Serving {
+            partition: self.s.partition,
+            serving: false,
+        });
+        let waiting: Vec<(u64, u64)> = self.inflight.keys().copied().collect();
+        for key in &waiting {
+            self.inflight_remove(key);
+        }
+        if let Some(to) = &self.on_epoch_end {
+            to.tell(EpochEnded {
+                partition: self.s.partition,
+                epoch,
+                next_idx: idx + 1,
+                state,
+            });
+        }
     }
 
     /// Shares the count of operations waiting for a decision with the other replicas
@@ -380,11 +463,36 @@ impl KvReplica {
     }
 }
 
-ticker_lifecycle!(KvReplica);
+impl ComponentLifecycle for KvReplica {
+    fn on_start(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.start());
+        if !self.stopped {
+            self.routing_port.trigger(RoutingRequest::Serving {
+                partition: self.s.partition,
+                serving: true,
+            });
+        }
+        Handled::OK
+    }
+
+    fn on_stop(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.stop());
+        Handled::OK
+    }
+
+    fn on_kill(&mut self) -> HandlerResult {
+        self.timer_port.trigger(self.ticker.stop());
+        Handled::OK
+    }
+}
 
 impl Require<SequenceConsensus> for KvReplica {
     fn handle(&mut self, ind: ScIndication) -> HandlerResult {
+        if self.stopped {
+            return Handled::OK; // the epoch is over; its successor serves
+        }
         match ind {
+            ScIndication::Stopped { idx, epoch } => self.on_stopped(idx, epoch),
             ScIndication::Decided { idx, cmds } => self.on_decided(idx, cmds),
             ScIndication::Dropped(cmd) => {
                 // The client retries with the same sequence number; the session
@@ -406,7 +514,7 @@ impl Require<SequenceConsensus> for KvReplica {
 
 impl Require<Routing> for KvReplica {
     fn handle(&mut self, r: Routed) -> HandlerResult {
-        if r.partition == self.s.partition {
+        if r.partition == self.s.partition && !self.stopped {
             self.on_routed(r);
         }
         Handled::OK

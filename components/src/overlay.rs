@@ -261,6 +261,14 @@ impl Provide<Routing> for Overlay {
     fn handle(&mut self, req: RoutingRequest) -> HandlerResult {
         match req {
             RoutingRequest::Reply { to, msg } => self.reply(to, msg),
+            RoutingRequest::Serving { partition, serving } => {
+                if serving {
+                    self.local.insert(partition);
+                } else {
+                    self.local.remove(&partition);
+                    self.leaders.remove(&partition);
+                }
+            }
             RoutingRequest::LeaderOf { partition, leader } => match leader {
                 Some(l) => {
                     self.leaders.insert(partition, l);
@@ -332,14 +340,9 @@ impl Require<Bootstrapping> for Overlay {
     fn handle(&mut self, ind: BootIndication) -> HandlerResult {
         match ind {
             BootIndication::Booted(layout) | BootIndication::Changed(layout) => {
-                // Only the partitions whose replica is this very process: a slot at our
-                // address held by a former incarnation is not ours.
-                self.local = layout
-                    .directory
-                    .groups_of(self.s.me)
-                    .into_iter()
-                    .filter(|g| *g < layout.directory.partitions())
-                    .collect();
+                // Which partitions are served here is told by the replicas
+                // themselves (`Serving`): a replica of a new epoch may still be
+                // fetching its state.
                 self.table = Some(layout.table);
             }
             BootIndication::NotInTable(reason) => {

@@ -35,8 +35,11 @@ fn approx_size(p: &Arc<PlPayload>) -> usize {
             kv_ports::KvOp::Cas { key, expected, new } => key.len() + expected.len() + new.len(),
         }
     }
-    fn cmd(c: &kv_ports::KvCommand) -> usize {
-        op(&c.op)
+    fn cmd(e: &kv_ports::KvEntry) -> usize {
+        match e {
+            kv_ports::KvEntry::Cmd(c) => op(&c.op),
+            kv_ports::KvEntry::Stop(_) => 16,
+        }
     }
     64 + match &**p {
         PlPayload::Paxos { msg, .. } => match msg {
@@ -53,6 +56,7 @@ fn approx_size(p: &Arc<PlPayload>) -> usize {
             _ => 0,
         },
         PlPayload::Forward(r) => r.requests.iter().map(|q| op(&q.op)).sum(),
+        PlPayload::Transfer(kv_protocols::transfer::TransferMsg::Chunk { data, .. }) => data.len(),
         PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(d)) => 64 * d.members().len() * 4,
         PlPayload::Bootstrap(kv_ports::BootstrapMsg::CheckIn { cluster, .. }) => cluster.len(),
         PlPayload::Membership(kv_ports::MembershipMsg::State(d)) => 64 * d.members().len() * 4,

@@ -7,13 +7,15 @@ use std::time::Duration;
 use kompact::prelude::*;
 use kv_ports::{
     BallotLeaderElection, KvCommand, Leader, NodeId, PartitionId, PerfectLink, PlIndication,
-    PlPayload, PlRequest, ReplicaStatus, ScIndication, ScRequest, SequenceConsensus, Timer,
+    PlPayload, PlRequest, ReplicaStatus, ScIndication, ScRequest, SequenceConsensus, Snapshot,
+    Timer,
 };
+use kv_protocols::kv::{KvEntry, StopSign};
 use kv_protocols::sequence_paxos::messages::PaxosMsg;
 use kv_protocols::sequence_paxos::{PaxosConfig, PaxosEvent, SequencePaxos};
 
 use crate::metrics::{PartitionMetrics, inc};
-use crate::ticker::{Ticker, tick_driven_component, ticks};
+use crate::ticker::{Ticker, ticker_lifecycle, ticks};
 
 /// Settings of one Sequence Paxos replica.
 #[derive(Clone, Debug)]
@@ -22,6 +24,11 @@ pub struct PaxosSettings {
     pub me: NodeId,
     /// The partition.
     pub partition: PartitionId,
+    /// The group's configuration epoch this instance belongs to.
+    pub epoch: u64,
+    /// Where the log starts: `None` for a new partition (epoch 0), else the state
+    /// the previous epoch ended with (the same on every replica of the group).
+    pub initial: Option<Snapshot>,
     /// The group, this node included.
     pub group: Vec<NodeId>,
     /// Clock tick of the core.
@@ -48,11 +55,17 @@ pub struct SequencePaxosComp {
     ble_port: RequiredPort<BallotLeaderElection>,
     timer_port: RequiredPort<Timer>,
     partition: PartitionId,
+    epoch: u64,
     group: Vec<NodeId>,
-    core: SequencePaxos<KvCommand>,
+    core: SequencePaxos<KvEntry>,
     ticker: Ticker,
-    out: Vec<(NodeId, PaxosMsg<KvCommand>)>,
-    events: Vec<PaxosEvent<KvCommand>>,
+    out: Vec<(NodeId, PaxosMsg<KvEntry>)>,
+    events: Vec<PaxosEvent<KvEntry>>,
+    /// Set once the host asked this epoch to end: the stop-sign is proposed, and
+    /// again every `resend_ticks` until it is in the log.
+    stopping: bool,
+    resend_ticks: u64,
+    ticks: u64,
     leader: Option<kv_ports::Ballot>,
     /// The last leader ballot this replica followed (never reset to `None`, so a
     /// leader that is briefly unknown and then confirmed is not counted twice).
@@ -63,15 +76,20 @@ pub struct SequencePaxosComp {
 impl SequencePaxosComp {
     /// A replica of one partition's log.
     pub fn new(s: PaxosSettings) -> Self {
-        let core = SequencePaxos::new(PaxosConfig {
+        let resend_ticks = ticks(s.resend_period, s.tick_period);
+        let cfg = PaxosConfig {
             me: s.me,
             peers: s.group.clone(),
             max_batch: s.max_batch,
             max_inflight_batches: s.max_inflight_batches,
-            resend_ticks: ticks(s.resend_period, s.tick_period),
+            resend_ticks,
             max_log_entries: s.max_log_entries,
             max_pending: s.max_pending,
-        });
+        };
+        let core = match s.initial {
+            Some(snap) => SequencePaxos::starting_from(cfg, snap),
+            None => SequencePaxos::new(cfg),
+        };
         SequencePaxosComp {
             ctx: ComponentContext::uninitialised(),
             sc_port: ProvidedPort::uninitialised(),
@@ -79,11 +97,15 @@ impl SequencePaxosComp {
             ble_port: RequiredPort::uninitialised(),
             timer_port: RequiredPort::uninitialised(),
             partition: s.partition,
+            epoch: s.epoch,
             group: s.group,
             core,
             ticker: Ticker::new(s.tick_period),
             out: Vec::new(),
             events: Vec::new(),
+            stopping: false,
+            resend_ticks,
+            ticks: 0,
             leader: None,
             followed: None,
             metrics: Arc::default(),
@@ -109,12 +131,25 @@ impl SequencePaxosComp {
             log_len: self.core.log_len(),
             first_retained_idx: self.core.first_retained_idx(),
             pending: self.core.pending_len() as u64,
+            epoch: self.epoch,
             ..ReplicaStatus::default()
         }
     }
 
     /// Counts (and, for snapshots, logs) an outgoing message.
-    fn count_sent(&self, dst: NodeId, msg: &PaxosMsg<KvCommand>) {
+    /// The configuration epoch of this instance.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn propose_stop(&mut self) {
+        if !self.core.has_stop_sign() {
+            self.core
+                .propose(KvEntry::Stop(StopSign { epoch: self.epoch }));
+        }
+    }
+
+    fn count_sent(&self, dst: NodeId, msg: &PaxosMsg<KvEntry>) {
         let snapshot = match msg {
             PaxosMsg::AcceptDecide(a) => {
                 inc(&self.metrics.accept_batches);
@@ -145,6 +180,7 @@ impl SequencePaxosComp {
                 dst,
                 payload: PlPayload::Paxos {
                     partition: self.partition,
+                    epoch: self.epoch,
                     msg,
                 },
             });
@@ -154,7 +190,21 @@ impl SequencePaxosComp {
         let mut run: Option<(u64, Vec<KvCommand>)> = None;
         for e in self.events.drain(..) {
             let ind = match e {
-                PaxosEvent::Decided { idx, entry } => {
+                PaxosEvent::Decided {
+                    idx,
+                    entry: KvEntry::Stop(ss),
+                } => {
+                    info!(self.ctx.log(), "epoch ended (stop-sign decided)";
+                        "partition" => self.partition, "epoch" => ss.epoch, "idx" => idx);
+                    ScIndication::Stopped {
+                        idx,
+                        epoch: ss.epoch,
+                    }
+                }
+                PaxosEvent::Decided {
+                    idx,
+                    entry: KvEntry::Cmd(entry),
+                } => {
                     match &mut run {
                         Some((first, cmds)) if *first + cmds.len() as u64 == idx => {
                             cmds.push(entry)
@@ -167,10 +217,12 @@ impl SequencePaxosComp {
                     }
                     continue;
                 }
-                PaxosEvent::Dropped(cmd) => {
+                PaxosEvent::Dropped(KvEntry::Cmd(cmd)) => {
                     inc(&self.metrics.proposals_dropped);
                     ScIndication::Dropped(cmd)
                 }
+                // Proposed again on the next tick while this epoch is to end.
+                PaxosEvent::Dropped(KvEntry::Stop(_)) => continue,
                 PaxosEvent::InstallSnapshot(s) => {
                     info!(self.ctx.log(), "installing snapshot";
                         "partition" => self.partition, "idx" => s.idx, "bytes" => s.data.len());
@@ -208,7 +260,7 @@ impl Provide<SequenceConsensus> for SequencePaxosComp {
                 self.metrics
                     .proposals
                     .fetch_add(cmds.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                self.core.propose_all(cmds);
+                self.core.propose_all(cmds.into_iter().map(KvEntry::Cmd));
             }
             ScRequest::Snapshot(s) => self.core.set_snapshot(s),
         }
@@ -229,8 +281,13 @@ impl Require<PerfectLink> for SequencePaxosComp {
     fn handle(&mut self, ind: PlIndication) -> HandlerResult {
         match ind {
             PlIndication::Deliver { src, payload } => {
-                if let PlPayload::Paxos { partition, msg } = &*payload
+                if let PlPayload::Paxos {
+                    partition,
+                    epoch,
+                    msg,
+                } = &*payload
                     && *partition == self.partition
+                    && *epoch == self.epoch
                 {
                     if !self.group.contains(&src) {
                         warn!(self.ctx.log(), "ignoring replication message from outside the group";
@@ -252,4 +309,48 @@ impl Require<PerfectLink> for SequencePaxosComp {
     }
 }
 
-tick_driven_component!(SequencePaxosComp);
+ticker_lifecycle!(SequencePaxosComp);
+
+impl Require<Timer> for SequencePaxosComp {
+    fn handle(&mut self, t: kv_ports::Timeout) -> HandlerResult {
+        if self.ticker.is_mine(&t) {
+            self.ticks += 1;
+            self.core.tick();
+            if self.stopping && self.ticks.is_multiple_of(self.resend_ticks) {
+                self.propose_stop();
+            }
+            self.flush();
+        }
+        Handled::OK
+    }
+}
+
+/// What the node host tells a replica's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaxosControl {
+    /// The directory moved the group past this epoch: end it with a stop-sign.
+    Stop,
+}
+
+impl Actor for SequencePaxosComp {
+    type Message = PaxosControl;
+
+    fn receive_local(&mut self, msg: PaxosControl) -> HandlerResult {
+        match msg {
+            PaxosControl::Stop => {
+                if !self.stopping {
+                    info!(self.ctx.log(), "ending epoch";
+                        "partition" => self.partition, "epoch" => self.epoch);
+                    self.stopping = true;
+                }
+                self.propose_stop();
+                self.flush();
+            }
+        }
+        Handled::OK
+    }
+
+    fn receive_network(&mut self, _msg: kompact::prelude::NetMessage) -> HandlerResult {
+        Handled::OK
+    }
+}

@@ -69,6 +69,11 @@ macro_rules! ticker_lifecycle {
                 self.timer_port.trigger(self.ticker.stop());
                 Handled::OK
             }
+
+            fn on_kill(&mut self) -> HandlerResult {
+                self.timer_port.trigger(self.ticker.stop());
+                Handled::OK
+            }
         }
     };
 }

@@ -184,6 +184,7 @@ fn the_inflight_limit_is_shared_by_the_partitions_of_a_node() {
             KvReplica::new(KvReplicaSettings {
                 me,
                 partition,
+                epoch: 0,
                 max_key_bytes: 64,
                 max_value_bytes: 64,
                 max_inflight: MAX_INFLIGHT,

@@ -246,6 +246,7 @@ fn to_json(r: &Report) -> Value {
                         "keys": s.keys,
                         "inflight": s.inflight,
                         "pending": s.pending,
+                        "epoch": s.epoch,
                     }),
                     None => json!({ "node": n.to_string(), "answered": false }),
                 })
@@ -362,8 +363,8 @@ fn to_text(r: &Report) -> String {
         );
         let mut rows = vec![
             [
-                "REPLICA", "ROLE", "BALLOT", "DECIDED", "LOG", "RETAINED", "APPLIED", "KEYS",
-                "INFLIGHT", "PENDING",
+                "REPLICA", "ROLE", "EPOCH", "BALLOT", "DECIDED", "LOG", "RETAINED", "APPLIED",
+                "KEYS", "INFLIGHT", "PENDING",
             ]
             .map(String::from)
             .to_vec(),
@@ -373,6 +374,7 @@ fn to_text(r: &Report) -> String {
                 Some(s) => vec![
                     n.to_string(),
                     role(*n, s).to_string(),
+                    s.epoch.to_string(),
                     s.leader.map_or("-".into(), |b| b.n.to_string()),
                     s.decided_idx.to_string(),
                     s.log_len.to_string(),

@@ -29,7 +29,7 @@ use std::time::Duration;
 use kompact::prelude::Port;
 pub use kv_protocols::ballot::Ballot;
 pub use kv_protocols::directory::{DirCommand, Directory, Member};
-pub use kv_protocols::kv::{ClientId, KvCommand, KvOp, KvResult};
+pub use kv_protocols::kv::{ClientId, KvCommand, KvEntry, KvOp, KvResult, StopSign};
 pub use kv_protocols::membership::MembershipMsg;
 pub use kv_protocols::partition::LookupTable;
 pub use kv_protocols::sequence_paxos::messages::Snapshot;
@@ -246,6 +246,15 @@ pub enum ScIndication {
     Dropped(KvCommand),
     /// Replace the state machine with this snapshot; decisions continue after it.
     InstallSnapshot(Snapshot),
+    /// The stop-sign at `idx` is decided: every entry before it has been delivered,
+    /// and this epoch of the log decides nothing more. The state after those entries
+    /// is what the group's next epoch starts from.
+    Stopped {
+        /// The stop-sign's index.
+        idx: u64,
+        /// The epoch that ended.
+        epoch: u64,
+    },
     /// The replica's view of the leader changed.
     LeaderChanged(Option<Ballot>),
 }
@@ -292,13 +301,21 @@ pub enum BootIndication {
     NotInTable(String),
 }
 
+/// Requests on the [`Bootstrapping`] port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootRequest {
+    /// Get this command decided by the directory (sent again until the directory
+    /// shows its effect): a replica reports its epoch's stop-sign with it.
+    Submit(DirCommand),
+}
+
 /// Cluster formation: nodes check in with the bootstrap server until enough are
-/// there; then everyone receives the lookup table.
+/// there; then everyone receives the lookup table, and every change to it.
 pub struct Bootstrapping;
 
 impl Port for Bootstrapping {
     type Indication = BootIndication;
-    type Request = kompact::prelude::Never;
+    type Request = BootRequest;
 }
 
 // ---------------------------------------------------------------------------------
@@ -327,6 +344,14 @@ pub enum RoutingRequest {
         to: NodeId,
         /// The answer.
         msg: ClientMessage,
+    },
+    /// Whether this node's replica of `partition` takes requests: it started
+    /// (true), or its epoch ended (false).
+    Serving {
+        /// The partition.
+        partition: PartitionId,
+        /// Whether requests for it go to the local replica.
+        serving: bool,
     },
     /// The leader of `partition`, as seen by the replica on this node.
     LeaderOf {

@@ -7,10 +7,11 @@ use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
 use kv_protocols::directory::Directory;
 use kv_protocols::epfd::EpfdMsg;
-use kv_protocols::kv::{ClientId, KvCommand, KvOp, KvResult};
+use kv_protocols::kv::{ClientId, KvEntry, KvOp, KvResult};
 use kv_protocols::membership::MembershipMsg;
 use kv_protocols::partition::LookupTable;
 use kv_protocols::sequence_paxos::messages::PaxosMsg;
+use kv_protocols::transfer::TransferMsg;
 use kv_protocols::{NodeId, PartitionId};
 
 /// Everything a node or client sends over the [`crate::Network`] port.
@@ -59,20 +60,26 @@ pub struct LinkAck {
 pub enum PlPayload {
     /// Failure detector heartbeat.
     Epfd(EpfdMsg),
-    /// Leader election of one partition.
+    /// Leader election of one partition's group in one epoch.
     Ble {
         /// The partition.
         partition: PartitionId,
+        /// The group's configuration epoch.
+        epoch: u64,
         /// The message.
         msg: BleMsg,
     },
-    /// Sequence Paxos of one partition.
+    /// Sequence Paxos of one partition's group in one epoch.
     Paxos {
         /// The partition.
         partition: PartitionId,
+        /// The group's configuration epoch.
+        epoch: u64,
         /// The message.
-        msg: PaxosMsg<KvCommand>,
+        msg: PaxosMsg<KvEntry>,
     },
+    /// State transfer to a new replica.
+    Transfer(TransferMsg),
     /// Cluster formation.
     Bootstrap(BootstrapMsg),
     /// The directory: its replicas' protocol, joins, and its state for members.
@@ -265,6 +272,8 @@ pub struct ReplicaStatus {
     pub inflight: u64,
     /// Proposals buffered in Sequence Paxos, not yet in the log.
     pub pending: u64,
+    /// The configuration epoch of the partition's group this replica serves.
+    pub epoch: u64,
 }
 
 /// A 64-bit fingerprint of a cluster name (FNV-1a), carried in every link frame.

@@ -14,6 +14,18 @@ pub struct Ballot {
 }
 
 impl Ballot {
+    /// Below every ballot: the round in which a replica has accepted nothing yet, or
+    /// only the state its configuration started from (which every replica of the
+    /// configuration has alike). The same on every node, so two such logs compare by
+    /// length alone.
+    pub const NONE: Ballot = Ballot {
+        n: 0,
+        pid: std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            0,
+        )),
+    };
+
     /// The ballot of a node that has not yet taken part in any round. It is lower than
     /// every ballot with `n > 0`.
     pub fn initial(pid: NodeId) -> Ballot {

@@ -24,7 +24,10 @@
 //!
 //! A [`DirCommand::Reconfigure`] of a partition records the configuration its next
 //! epoch must have; the partition's own group then moves there by deciding a
-//! stop-sign that names it (its log is where the old epoch really ends). A
+//! stop-sign (its log is where the old epoch really ends), and a replica that decided
+//! it reports [`DirCommand::Stopped`], which marks the group *settled*. A group is
+//! reconfigured again only once settled, so only its current epoch and the one
+//! before it can be running, and the directory keeps both configurations. A
 //! reconfiguration of the directory group is itself the directory log's stop-sign
 //! (see the [`LogEntry`] impl).
 //!
@@ -41,13 +44,15 @@
 //!
 //! ```text
 //! magic        4 bytes  "KVDR"
-//! version      u16      1
+//! version      u16      2
 //! partitions   u32
 //! replication  u32
 //! changes      u64      number of state changes applied so far
 //! n_members    u32      then n_members × (addr, incarnation u64), addresses increasing
-//! groups       partitions + 1 × group: epoch u64, n u32, n × (addr, incarnation u64)
-//!                       (partition 0, 1, ..., then the directory group)
+//! groups       partitions + 1 × group (partition 0, 1, ..., then the directory):
+//!                epoch u64, settled u8 (0 | 1),
+//!                n u32, n × (addr, incarnation u64)   replicas, addresses increasing
+//!                m u32, m × (addr, incarnation u64)   previous epoch's replicas
 //! checksum     u64      FNV-1a 64 of every byte before it
 //! addr         u8 family (4 | 6), 4 or 16 address bytes, u16 port
 //! ```
@@ -75,16 +80,24 @@ pub struct Member {
     pub incarnation: u64,
 }
 
-/// The replicas of one group in one epoch.
+/// The replicas of one group in one epoch, and of the epoch before it.
 ///
 /// Invariant (for every config in a [`Directory`]): replicas sorted by address, no
-/// address twice, at least one replica.
+/// address twice, at least one replica; `previous` sorted too, empty in epoch 0.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct GroupConfig {
     /// The configuration's epoch: 0 at boot, one more at every reconfiguration.
     pub epoch: u64,
     /// The replicas.
     pub replicas: Vec<Member>,
+    /// The replicas of epoch `epoch - 1` (empty in epoch 0): the nodes that hold the
+    /// state this epoch starts from, once they decided their stop-sign.
+    pub previous: Vec<Member>,
+    /// Whether epoch `epoch - 1` is known to be over: one of its replicas decided the
+    /// stop-sign ([`DirCommand::Stopped`]). Always true in epoch 0 and for the
+    /// directory group. A group is only reconfigured again once settled, so at most
+    /// two epochs of a group are ever live: the current one and the one it follows.
+    pub settled: bool,
 }
 
 impl GroupConfig {
@@ -119,6 +132,15 @@ pub enum DirCommand {
     },
     /// Take a member out. Refused while it still replicates a group.
     Remove(NodeId),
+    /// A replica of `group` decided the stop-sign of `epoch`: that epoch is over,
+    /// the state it ended with is available from the replicas that decided it, and
+    /// the group may be reconfigured again.
+    Stopped {
+        /// A partition.
+        group: PartitionId,
+        /// The epoch that ended.
+        epoch: u64,
+    },
 }
 
 /// A directory reconfiguration ends the directory's configuration, so in the
@@ -141,6 +163,11 @@ pub enum DirOutcome {
     },
     /// The member was already there with this incarnation (a retried join).
     AlreadyMember,
+    /// The group's previous epoch is now known to be over.
+    Settled,
+    /// The stop-sign was already recorded (a retried report) or is for an epoch
+    /// that is no longer the previous one.
+    AlreadySettled,
     /// The group is now in `epoch`.
     Reconfigured {
         /// The new epoch.
@@ -172,6 +199,9 @@ pub enum DirError {
     StillReplicates(Vec<PartitionId>),
     /// The directory has [`MAX_MEMBERS`] members.
     Full,
+    /// The group's previous epoch has not decided its stop-sign yet; it moves again
+    /// once it has.
+    Unsettled(PartitionId),
 }
 
 impl fmt::Display for DirError {
@@ -196,6 +226,11 @@ impl fmt::Display for DirError {
                 write!(f, "the node still replicates {}", names.join(", "))
             }
             DirError::Full => write!(f, "the cluster has the maximum of {MAX_MEMBERS} members"),
+            DirError::Unsettled(g) => write!(
+                f,
+                "{} is still moving to its current replicas; try again once it has",
+                GroupName(*g)
+            ),
         }
     }
 }
@@ -252,6 +287,8 @@ impl Directory {
         let inc: BTreeMap<NodeId, u64> = members.iter().map(|m| (m.addr, m.incarnation)).collect();
         let config = |addrs: &[NodeId]| GroupConfig {
             epoch: 0,
+            previous: Vec::new(),
+            settled: true,
             replicas: addrs
                 .iter()
                 .map(|a| Member {
@@ -364,8 +401,12 @@ impl Directory {
                 replicas,
             } => self.apply_reconfigure(*group, *from_epoch, replicas),
             DirCommand::Remove(addr) => self.apply_remove(*addr),
+            DirCommand::Stopped { group, epoch } => self.apply_stopped(*group, *epoch),
         };
-        if !matches!(outcome, DirOutcome::Refused(_) | DirOutcome::AlreadyMember) {
+        if !matches!(
+            outcome,
+            DirOutcome::Refused(_) | DirOutcome::AlreadyMember | DirOutcome::AlreadySettled
+        ) {
             self.changes += 1;
         }
         outcome
@@ -407,10 +448,15 @@ impl Directory {
                 current: cfg.epoch,
             });
         }
+        if !cfg.settled {
+            return DirOutcome::Refused(DirError::Unsettled(group));
+        }
         match valid {
             Ok(()) => {
                 cfg.epoch += 1;
-                cfg.replicas = replicas.to_vec();
+                cfg.previous = std::mem::replace(&mut cfg.replicas, replicas.to_vec());
+                // The directory group's stop-sign is the command itself.
+                cfg.settled = is_dir;
                 DirOutcome::Reconfigured { epoch: cfg.epoch }
             }
             Err(e) if is_dir => {
@@ -418,6 +464,7 @@ impl Directory {
                 // instance is over whatever the command says, so the same replicas go
                 // on in the next epoch.
                 cfg.epoch += 1;
+                cfg.previous = cfg.replicas.clone();
                 DirOutcome::Refused(e)
             }
             Err(e) => DirOutcome::Refused(e),
@@ -432,6 +479,17 @@ impl Directory {
             Some(m) => Err(DirError::NotAMember(m.addr)),
             None => Ok(()),
         }
+    }
+
+    fn apply_stopped(&mut self, group: PartitionId, epoch: u64) -> DirOutcome {
+        let Some(cfg) = self.groups.get_mut(group as usize) else {
+            return DirOutcome::Refused(DirError::UnknownGroup(group));
+        };
+        if cfg.settled || cfg.epoch != epoch + 1 {
+            return DirOutcome::AlreadySettled;
+        }
+        cfg.settled = true;
+        DirOutcome::Settled
     }
 
     fn apply_remove(&mut self, addr: NodeId) -> DirOutcome {
@@ -493,6 +551,9 @@ impl Directory {
         let mut planned: BTreeMap<NodeId, usize> = BTreeMap::new();
         for g in order {
             let Some(cfg) = self.group(g) else { continue };
+            if !cfg.settled {
+                continue; // still moving; planned again once settled
+            }
             let lost: Vec<&Member> = cfg
                 .replicas
                 .iter()
@@ -546,6 +607,9 @@ impl Directory {
             let Some(out) = cfg.replicas.iter().find(|m| m.addr == addr) else {
                 continue;
             };
+            if !cfg.settled {
+                return Err(DirError::Unsettled(g));
+            }
             match self.least_loaded_outside(cfg, down, Some(addr)) {
                 Some(new) => plans.push(DirCommand::Reconfigure {
                     group: g,
@@ -584,7 +648,7 @@ impl Directory {
         std::iter::once(DIRECTORY_GROUP)
             .chain(0..self.partitions)
             .find_map(|g| {
-                let cfg = self.group(g)?;
+                let cfg = self.group(g).filter(|c| c.settled)?;
                 let out = cfg.replicas.iter().find(|m| **m == *max)?;
                 if cfg.contains(min.addr) {
                     return None;
@@ -612,10 +676,13 @@ impl Directory {
         }
         for cfg in self.groups.iter().chain(std::iter::once(&self.directory)) {
             w.extend_from_slice(&cfg.epoch.to_le_bytes());
-            w.extend_from_slice(&(cfg.replicas.len() as u32).to_le_bytes());
-            for m in &cfg.replicas {
-                put_addr(&mut w, m.addr);
-                w.extend_from_slice(&m.incarnation.to_le_bytes());
+            w.push(u8::from(cfg.settled));
+            for set in [&cfg.replicas, &cfg.previous] {
+                w.extend_from_slice(&(set.len() as u32).to_le_bytes());
+                for m in set {
+                    put_addr(&mut w, m.addr);
+                    w.extend_from_slice(&m.incarnation.to_le_bytes());
+                }
             }
         }
         let sum = fnv1a(&w);
@@ -667,23 +734,26 @@ impl Directory {
         let mut configs = Vec::new();
         for _ in 0..=partitions {
             let epoch = r.u64("group epoch")?;
-            let n = r.u32("replica count")? as usize;
-            if n == 0 || n > n_members {
+            let settled = match r.u8("settled flag")? {
+                0 => false,
+                1 => true,
+                _ => return Err(DirDecodeError::Invalid("settled flag")),
+            };
+            let replicas = r.members(n_members, Some(&members), "replica")?;
+            if replicas.is_empty() {
                 return Err(DirDecodeError::Invalid("replica count"));
             }
-            let mut replicas = Vec::with_capacity(n);
-            for _ in 0..n {
-                let addr = r.addr("replica address")?;
-                let incarnation = r.u64("replica incarnation")?;
-                if !members.contains_key(&addr) {
-                    return Err(DirDecodeError::Invalid("replica is not a member"));
-                }
-                if replicas.last().is_some_and(|l: &Member| l.addr >= addr) {
-                    return Err(DirDecodeError::Invalid("replicas not sorted"));
-                }
-                replicas.push(Member { addr, incarnation });
+            // Previous replicas may have left the cluster since.
+            let previous = r.members(MAX_MEMBERS, None, "previous replica")?;
+            if epoch == 0 && !(previous.is_empty() && settled) {
+                return Err(DirDecodeError::Invalid("epoch 0 with a previous epoch"));
             }
-            configs.push(GroupConfig { epoch, replicas });
+            configs.push(GroupConfig {
+                epoch,
+                replicas,
+                previous,
+                settled,
+            });
         }
         if r.pos != body.len() {
             return Err(DirDecodeError::TrailingBytes(body.len() - r.pos));
@@ -712,7 +782,7 @@ fn odd_at_most(n: usize) -> usize {
 }
 
 const MAGIC: &[u8; 4] = b"KVDR";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 
 fn put_addr(w: &mut Vec<u8>, a: SocketAddr) {
     match a.ip() {
@@ -770,6 +840,37 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
+    /// A count then that many (address, incarnation), addresses increasing, at
+    /// most `max`, each in `members` when given.
+    fn members(
+        &mut self,
+        max: usize,
+        members: Option<&BTreeMap<NodeId, u64>>,
+        what: &'static str,
+    ) -> Result<Vec<Member>, DirDecodeError> {
+        let n = self.u32(what)? as usize;
+        if n > max {
+            return Err(DirDecodeError::Invalid(what));
+        }
+        let mut out: Vec<Member> = Vec::with_capacity(n.min(self.buf.len() / 8));
+        for _ in 0..n {
+            let addr = self.addr(what)?;
+            let incarnation = self.u64(what)?;
+            if members.is_some_and(|ms| !ms.contains_key(&addr)) {
+                return Err(DirDecodeError::Invalid("replica is not a member"));
+            }
+            if out.last().is_some_and(|l| l.addr >= addr) {
+                return Err(DirDecodeError::Invalid("replicas not sorted"));
+            }
+            out.push(Member { addr, incarnation });
+        }
+        Ok(out)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, DirDecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
     fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], DirDecodeError> {
         let end = self
             .pos

@@ -145,6 +145,32 @@ impl crate::sequence_paxos::LogEntry for KvCommand {
     }
 }
 
+/// The end of one configuration (epoch) of a partition's group: decided like any
+/// entry, it is the last entry that epoch ever decides. The group goes on in
+/// `epoch + 1` with the replicas the directory names for it, from the state after
+/// every entry before the stop-sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StopSign {
+    /// The epoch that ends here.
+    pub epoch: u64,
+}
+
+/// An entry of a partition's replicated log: a client command, or the stop-sign
+/// that ends the log's epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KvEntry {
+    /// A client command.
+    Cmd(KvCommand),
+    /// The end of the epoch.
+    Stop(StopSign),
+}
+
+impl crate::sequence_paxos::LogEntry for KvEntry {
+    fn is_stop_sign(&self) -> bool {
+        matches!(self, KvEntry::Stop(_))
+    }
+}
+
 /// What applying one command did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {

@@ -25,6 +25,10 @@ use crate::ble::{Ble, BleConfig, BleEvent, BleMsg};
 use crate::directory::{DIRECTORY_GROUP, DirCommand, Directory, Member};
 use crate::sequence_paxos::{PaxosConfig, PaxosEvent, PaxosMsg, SequencePaxos, Snapshot};
 
+/// Resend periods between two refreshes of every member's directory by the
+/// directory's leader.
+pub const REFRESH_ROUNDS: u64 = 10;
+
 /// Messages between the membership cores of two nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipMsg {
@@ -47,6 +51,9 @@ pub enum MembershipMsg {
     Join(Member),
     /// The directory, as decided so far (replica → every member).
     State(Arc<Directory>),
+    /// "Please get this command decided": a member to a directory replica (a
+    /// replica that decided a stop-sign reports it; an operator's request).
+    Propose(DirCommand),
 }
 
 /// What the core tells its host.
@@ -69,6 +76,10 @@ pub struct MembershipConfig {
     pub snapshot_interval: u64,
     /// Most directory commands buffered (Sequence Paxos `max_pending`).
     pub max_pending: usize,
+    /// Automatic replacement: a replica whose node has been suspected for this many
+    /// ticks is replaced (by the directory's leader); `None` turns it off. Replicas
+    /// of a process that restarted (a new incarnation) are replaced at once.
+    pub replace_after_ticks: Option<u64>,
 }
 
 /// The directory group as run on one of its replicas.
@@ -92,8 +103,19 @@ pub struct Membership {
     /// The newest directory seen. Invariant: its version never decreases.
     view: Option<Arc<Directory>>,
     replica: Option<DirReplica>,
+    /// The directory group's previous epoch on this node, after its stop-sign: kept
+    /// running (it decides nothing more) so that a replica that missed the
+    /// stop-sign still learns it, until the group moves on again.
+    retired: Option<DirReplica>,
     /// Joins proposed here and the tick they were last proposed (rate limit).
     joins: BTreeMap<Member, u64>,
+    /// Commands this node wants decided, and the tick each was last sent: sent
+    /// again every `resend_ticks` until the directory shows their effect.
+    wanted: Vec<(DirCommand, u64)>,
+    /// Nodes the failure detector suspects, and the tick since when.
+    suspected: BTreeMap<NodeId, u64>,
+    /// Tick of the last repair plan (rate limit).
+    last_repair: Option<u64>,
     ticks: u64,
     outgoing: Vec<(NodeId, MembershipMsg)>,
     events: Vec<MembershipEvent>,
@@ -110,7 +132,11 @@ impl Membership {
             cfg,
             view: None,
             replica: None,
+            retired: None,
             joins: BTreeMap::new(),
+            wanted: Vec::new(),
+            suspected: BTreeMap::new(),
+            last_repair: None,
             ticks: 0,
             outgoing: Vec::new(),
             events: Vec::new(),
@@ -188,20 +214,123 @@ impl Membership {
         true
     }
 
+    /// Gets `cmd` decided: proposed here on a directory replica, else sent to the
+    /// replicas, and again every `resend_ticks` until the directory this node sees
+    /// shows its effect (see [`Membership::is_done`]). Only commands whose effect can
+    /// be seen are kept: [`DirCommand::Stopped`], [`DirCommand::Reconfigure`] and
+    /// [`DirCommand::Remove`].
+    pub fn submit(&mut self, cmd: DirCommand) {
+        if matches!(cmd, DirCommand::Join(_))
+            || self.is_done(&cmd)
+            || self.wanted.iter().any(|(c, _)| *c == cmd)
+        {
+            return;
+        }
+        self.send_command(&cmd);
+        self.wanted.push((cmd, self.ticks));
+        self.pump();
+    }
+
+    /// Whether the directory this node sees shows the effect of `cmd` (or that it
+    /// can no longer have one).
+    pub fn is_done(&self, cmd: &DirCommand) -> bool {
+        let Some(v) = &self.view else { return false };
+        match cmd {
+            DirCommand::Join(m) => v.is_current(m),
+            DirCommand::Stopped { group, epoch } => v
+                .group(*group)
+                .is_none_or(|g| g.epoch > epoch + 1 || (g.epoch == epoch + 1 && g.settled)),
+            DirCommand::Reconfigure {
+                group, from_epoch, ..
+            } => v.group(*group).is_none_or(|g| g.epoch > *from_epoch),
+            DirCommand::Remove(a) => v.incarnation(*a).is_none(),
+        }
+    }
+
+    fn send_command(&mut self, cmd: &DirCommand) {
+        if let Some(r) = &mut self.replica {
+            r.px.propose(cmd.clone());
+        } else if let Some(g) = self.view.as_ref().and_then(|v| v.group(DIRECTORY_GROUP)) {
+            for r in g.addrs() {
+                self.outgoing.push((r, MembershipMsg::Propose(cmd.clone())));
+            }
+        }
+    }
+
+    /// The failure detector suspects `node` (automatic replacement counts from now).
+    pub fn suspect(&mut self, node: NodeId) {
+        self.suspected.entry(node).or_insert(self.ticks);
+    }
+
+    /// The failure detector no longer suspects `node`.
+    pub fn restore(&mut self, node: NodeId) {
+        self.suspected.remove(&node);
+    }
+
+    /// Nodes suspected for at least `ticks` ticks.
+    fn down_for(&self, ticks: u64) -> std::collections::BTreeSet<NodeId> {
+        self.suspected
+            .iter()
+            .filter(|(_, since)| self.ticks >= *since + ticks)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// On the directory's leader: propose the repairs the state calls for (lost
+    /// replicas replaced), at most once per resend period per plan.
+    fn maybe_repair(&mut self) {
+        let Some(after) = self.cfg.replace_after_ticks else {
+            return;
+        };
+        let due = self
+            .last_repair
+            .is_none_or(|t| self.ticks >= t + self.cfg.resend_ticks);
+        let Some(r) = &self.replica else { return };
+        if !due || !r.px.is_leader() || r.px.has_stop_sign() {
+            return;
+        }
+        let down = self.down_for(after);
+        // A directory group of one or two keeps its replicas: its new replica
+        // starts empty, which is only safe while the others are a majority.
+        let plans: Vec<DirCommand> = r
+            .state
+            .plan_repair(&down)
+            .into_iter()
+            .filter(|c| {
+                !matches!(c, DirCommand::Reconfigure { group, replicas, .. }
+                    if *group == DIRECTORY_GROUP && replicas.len() < 3)
+            })
+            .collect();
+        if plans.is_empty() {
+            return;
+        }
+        self.last_repair = Some(self.ticks);
+        for cmd in plans {
+            self.submit(cmd);
+        }
+    }
+
+    /// The directory instance of `epoch` on this node, current or retired.
+    fn instance(&mut self, epoch: u64) -> Option<&mut DirReplica> {
+        match (&mut self.replica, &mut self.retired) {
+            (Some(r), _) if r.epoch == epoch => Some(r),
+            (_, Some(r)) if r.epoch == epoch => Some(r),
+            _ => None,
+        }
+    }
+
     /// Handles a message from `from`.
     pub fn handle(&mut self, from: NodeId, msg: MembershipMsg) {
         match msg {
             MembershipMsg::Paxos { epoch, msg } => {
-                if let Some(r) = &mut self.replica
-                    && r.epoch == epoch
+                if let Some(r) = self.instance(epoch)
                     && r.group.contains(&from)
                 {
                     r.px.handle(from, msg);
                 }
             }
             MembershipMsg::Ble { epoch, msg } => {
-                if let Some(r) = &mut self.replica
-                    && r.epoch == epoch
+                if let Some(r) = self.instance(epoch)
                     && r.group.contains(&from)
                 {
                     r.ble.handle(from, msg);
@@ -214,6 +343,20 @@ impl Membership {
                 }
             }
             MembershipMsg::State(d) => self.handle_state(from, d),
+            MembershipMsg::Propose(cmd) => {
+                // From members only; joins go through `Join` (a process asks for
+                // itself).
+                let member = self
+                    .view
+                    .as_ref()
+                    .is_some_and(|v| v.incarnation(from).is_some());
+                if member
+                    && !matches!(cmd, DirCommand::Join(_))
+                    && let Some(r) = &mut self.replica
+                {
+                    r.px.propose(cmd);
+                }
+            }
         }
         self.pump();
     }
@@ -235,11 +378,46 @@ impl Membership {
     /// Advances the clock of the directory replica.
     pub fn tick(&mut self) {
         self.ticks += 1;
-        if let Some(r) = &mut self.replica {
+        for r in [&mut self.replica, &mut self.retired].into_iter().flatten() {
             r.ble.tick();
             r.px.tick();
         }
+        let wanted = std::mem::take(&mut self.wanted);
+        let mut keep = Vec::with_capacity(wanted.len());
+        for (cmd, last) in wanted {
+            if self.is_done(&cmd) {
+                continue;
+            }
+            if self.ticks >= last + self.cfg.resend_ticks {
+                self.send_command(&cmd);
+                keep.push((cmd, self.ticks));
+            } else {
+                keep.push((cmd, last));
+            }
+        }
+        self.wanted = keep;
+        self.maybe_repair();
+        self.refresh_members();
         self.pump();
+    }
+
+    /// On the directory's leader, every [`REFRESH_ROUNDS`] resend periods: the
+    /// current state to every member, so one that missed a change (its copy of the
+    /// broadcast was lost with a crashed sender) catches up.
+    fn refresh_members(&mut self) {
+        let period = self.cfg.resend_ticks.max(1) * REFRESH_ROUNDS;
+        let Some(r) = &self.replica else { return };
+        if !self.ticks.is_multiple_of(period) || !r.px.is_leader() {
+            return;
+        }
+        let d = Arc::new(r.state.clone());
+        let me = self.cfg.me.addr;
+        for m in d.members() {
+            if m.addr != me {
+                self.outgoing
+                    .push((m.addr, MembershipMsg::State(d.clone())));
+            }
+        }
     }
 
     /// Moves the messages to send into `buf`.
@@ -276,40 +454,122 @@ impl Membership {
         {
             return;
         }
-        // Only the seed starts a replica from a directory it was handed: the
-        // instance of epoch 0 starts from the seed on every replica alike. (Moving
-        // the directory group to a new epoch goes through its stop-sign.)
-        if g.epoch != 0 || d.version() != 0 {
+        let (snapshot, state) = if g.epoch == 0 {
+            // The instance of epoch 0 starts from the seed on every replica alike.
+            if d.version() != 0 {
+                return;
+            }
+            (None, d.clone())
+        } else if g.previous.contains(&self.cfg.me) {
+            // A replica of the previous epoch too: it starts the new one from the
+            // state its own stop-sign left (see `pump`), never from a view.
             return;
-        }
+        } else {
+            // A new replica starts empty. The directory moves one replica at a
+            // time, so the others of this epoch, a majority, start from the state
+            // the stop-sign left; any leader's prepare meets one of them and hands
+            // that state to this replica before it accepts anything.
+            (None, d.clone())
+        };
+        self.replica = Some(self.new_instance(g.epoch, g.addrs(), snapshot, state));
+    }
+
+    fn new_instance(
+        &self,
+        epoch: u64,
+        group: Vec<NodeId>,
+        start: Option<Snapshot>,
+        state: Directory,
+    ) -> DirReplica {
         let me = self.cfg.me.addr;
-        let group = g.addrs();
-        self.replica = Some(DirReplica {
-            epoch: g.epoch,
+        let cfg = PaxosConfig {
+            me,
+            peers: group.clone(),
+            max_batch: 64,
+            max_inflight_batches: 4,
+            resend_ticks: self.cfg.resend_ticks,
+            max_log_entries: 10_000,
+            max_pending: self.cfg.max_pending,
+        };
+        let applied = start.as_ref().map_or(0, |s| s.idx);
+        let px = match start {
+            Some(snap) => SequencePaxos::starting_from(cfg, snap),
+            None => SequencePaxos::new(cfg),
+        };
+        DirReplica {
+            epoch,
             group: group.clone(),
             ble: Ble::new(BleConfig {
                 me,
-                peers: group.clone(),
+                peers: group,
                 hb_round_ticks: self.cfg.hb_round_ticks,
             }),
-            px: SequencePaxos::new(PaxosConfig {
-                me,
-                peers: group,
-                max_batch: 64,
-                max_inflight_batches: 4,
-                resend_ticks: self.cfg.resend_ticks,
-                max_log_entries: 10_000,
-                max_pending: self.cfg.max_pending,
-            }),
-            state: d.clone(),
-            applied: 0,
-            last_snapshot: 0,
-        });
+            px,
+            state,
+            applied,
+            last_snapshot: applied,
+        }
+    }
+
+    /// After the directory's stop-sign: the next epoch starts here from the state it
+    /// left, if this process is one of its replicas; the old instance is retired.
+    fn next_epoch(&mut self) {
+        let Some(r) = &self.replica else { return };
+        let Some((ss_idx, _)) = r.px.stopped() else {
+            return;
+        };
+        let state = r.state.clone();
+        let Some(g) = state.group(DIRECTORY_GROUP).cloned() else {
+            return;
+        };
+        if g.epoch != r.epoch + 1 {
+            return; // cannot happen: the stop-sign is what moved the epoch
+        }
+        let old = self.replica.take();
+        let start = Snapshot {
+            idx: ss_idx + 1,
+            data: state.encode(),
+        };
+        if g.replicas.contains(&self.cfg.me) {
+            self.replica = Some(self.new_instance(g.epoch, g.addrs(), Some(start), state));
+        }
+        self.retired = old;
     }
 
     /// Runs the replica's cores to quiescence: routes BLE's leader to Paxos, applies
     /// decisions, collects messages.
     fn pump(&mut self) {
+        if let Some(r) = &mut self.retired {
+            // Decides nothing more; only talks.
+            let epoch = r.epoch;
+            r.ble.take_outgoing(&mut self.ble_out);
+            for (to, msg) in self.ble_out.drain(..) {
+                self.outgoing.push((to, MembershipMsg::Ble { epoch, msg }));
+            }
+            r.ble.take_events(&mut self.ble_events);
+            for BleEvent::Leader(b) in self.ble_events.drain(..) {
+                r.px.handle_leader(b);
+            }
+            r.px.take_events(&mut self.px_events);
+            self.px_events.clear();
+            r.px.take_outgoing(&mut self.px_out);
+            for (to, msg) in self.px_out.drain(..) {
+                self.outgoing
+                    .push((to, MembershipMsg::Paxos { epoch, msg }));
+            }
+        }
+        self.pump_current();
+        if self
+            .replica
+            .as_ref()
+            .is_some_and(|r| r.px.stopped().is_some())
+        {
+            self.next_epoch();
+            self.pump_current();
+        }
+    }
+
+    fn pump_current(&mut self) {
         let Some(r) = &mut self.replica else { return };
         let epoch = r.epoch;
         r.ble.take_outgoing(&mut self.ble_out);
@@ -329,9 +589,13 @@ impl Membership {
                         continue;
                     }
                     let before = r.state.version();
-                    r.state.apply(&entry);
+                    let outcome = r.state.apply(&entry);
                     r.applied = idx + 1;
                     changed |= r.state.version() != before;
+                    if matches!(outcome, crate::directory::DirOutcome::Refused(_)) {
+                        // Sending it again would change nothing.
+                        self.wanted.retain(|(c, _)| *c != entry);
+                    }
                     if let DirCommand::Join(m) = entry {
                         self.joins.remove(&m);
                     }

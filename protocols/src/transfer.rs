@@ -276,7 +276,12 @@ impl SnapshotFetch {
         self.restart_requests();
     }
 
-    /// Bytes received so far, and the announced size once known.
+    /// The epoch whose starting state is fetched.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Bytes received so far, and the size of the whole state once announced.
     pub fn progress(&self) -> (u64, Option<u64>) {
         (self.received.len() as u64, self.announced.map(|a| a.0))
     }

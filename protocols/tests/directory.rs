@@ -48,14 +48,34 @@ fn none() -> BTreeSet<NodeId> {
     BTreeSet::new()
 }
 
+/// Applies `cmds`, each of which must take effect; a partition moved to a new epoch
+/// is then settled, as when its old replicas decide their stop-sign.
 fn apply_all(d: &mut Directory, cmds: &[DirCommand]) {
     for c in cmds {
+        let outcome = d.apply(c);
         assert!(
             matches!(
-                d.apply(c),
+                outcome,
                 DirOutcome::Reconfigured { .. } | DirOutcome::Removed
             ),
-            "{c:?} was refused"
+            "{c:?} was refused: {outcome:?}"
+        );
+        settle(d, c, &outcome);
+    }
+}
+
+/// After a partition's reconfiguration: its old epoch's stop-sign is decided.
+fn settle(d: &mut Directory, c: &DirCommand, outcome: &DirOutcome) {
+    if let (DirCommand::Reconfigure { group, .. }, DirOutcome::Reconfigured { epoch }) =
+        (c, outcome)
+        && *group != DIRECTORY_GROUP
+    {
+        assert_eq!(
+            d.apply(&DirCommand::Stopped {
+                group: *group,
+                epoch: epoch - 1
+            }),
+            DirOutcome::Settled
         );
     }
 }
@@ -137,6 +157,32 @@ fn reconfigure_checks_the_epoch_and_the_replicas() {
             current: 1
         })
     );
+    // Epoch 0 has not decided its stop-sign yet: the group cannot move again.
+    assert_eq!(
+        d.apply(&cmd(1, vec![member(1, 101), member(2, 102)])),
+        DirOutcome::Refused(DirError::Unsettled(0))
+    );
+    assert!(
+        d.plan_repair(&BTreeSet::from([addr(1)]))
+            .iter()
+            .all(|c| !matches!(c, DirCommand::Reconfigure { group: 0, .. }))
+    );
+    let g = d.group(0).unwrap();
+    assert_eq!((g.epoch, g.settled), (1, false));
+    assert_eq!(
+        g.previous,
+        vec![member(0, 100), member(1, 101), member(2, 102)]
+    );
+    // A report for an epoch that is not the previous one changes nothing; the
+    // right one settles the group once.
+    let stopped = |epoch| DirCommand::Stopped { group: 0, epoch };
+    assert_eq!(d.apply(&stopped(1)), DirOutcome::AlreadySettled);
+    let v = d.version();
+    assert_eq!(d.apply(&stopped(0)), DirOutcome::Settled);
+    assert_eq!(d.version(), v + 1);
+    assert_eq!(d.apply(&stopped(0)), DirOutcome::AlreadySettled);
+    assert_eq!(d.version(), v + 1);
+    assert!(d.group(0).unwrap().settled);
     // Wrong incarnation, unsorted, empty: refused, nothing changes.
     let before = d.clone();
     assert_eq!(
@@ -401,7 +447,7 @@ fn run(seed: u64) -> Result<(), String> {
                     ));
                 }
                 match d.apply(&cmd) {
-                    DirOutcome::Reconfigured { .. } => {}
+                    outcome @ DirOutcome::Reconfigured { .. } => settle(&mut d, &cmd, &outcome),
                     other => return Err(format!("step {step}: {cmd:?} gave {other:?}")),
                 }
             }

@@ -26,14 +26,22 @@ fn addr(i: u16) -> NodeId {
 }
 
 fn core(m: Member) -> Membership {
+    core_with(m, None)
+}
+
+fn core_with(m: Member, replace_after_ticks: Option<u64>) -> Membership {
     Membership::new(MembershipConfig {
         me: m,
         hb_round_ticks: 3,
         resend_ticks: 4,
         snapshot_interval: 5,
         max_pending: 100,
+        replace_after_ticks,
     })
 }
+
+/// Replacement in the randomized runs: after 6 ticks of suspicion.
+const REPLACE_AFTER: u64 = 6;
 
 struct Proc {
     m: Member,
@@ -50,6 +58,8 @@ struct Sim {
     links: BTreeMap<(NodeId, NodeId), VecDeque<MembershipMsg>>,
     violations: Vec<String>,
     joiners: BTreeSet<Member>,
+    /// Whether the cores replace lost replicas (and are told of crashes).
+    repair: bool,
 }
 
 impl Sim {
@@ -71,7 +81,7 @@ impl Sim {
             }
             p.last_version = Some(d.version());
         }
-        if p.restarted && p.core.replica_epoch().is_some() {
+        if !self.repair && p.restarted && p.core.replica_epoch().is_some() {
             self.violations
                 .push(format!("{a}: a restarted process runs a directory replica"));
         }
@@ -154,7 +164,21 @@ impl Sim {
     }
 }
 
+/// The directory the most advanced live process sees.
+fn newest(sim: &Sim) -> Option<Directory> {
+    sim.procs
+        .values()
+        .filter(|p| !p.crashed)
+        .filter_map(|p| p.core.directory())
+        .max_by_key(|d| d.version())
+        .map(|d| (**d).clone())
+}
+
 fn run(seed: u64) -> Result<(), String> {
+    run_with(seed, false)
+}
+
+fn run_with(seed: u64, repair: bool) -> Result<(), String> {
     let mut rng = SplitMix64::new(seed);
     let n0 = 3 + rng.below(3) as u16;
     let members: Vec<Member> = (0..n0)
@@ -174,9 +198,11 @@ fn run(seed: u64) -> Result<(), String> {
         links: BTreeMap::new(),
         violations: Vec::new(),
         joiners: BTreeSet::new(),
+        repair,
     };
+    let make = |m: Member| core_with(m, repair.then_some(REPLACE_AFTER));
     for m in &members {
-        let mut c = core(*m);
+        let mut c = make(*m);
         c.install(seed_dir.clone());
         sim.procs.insert(
             m.addr,
@@ -210,7 +236,7 @@ fn run(seed: u64) -> Result<(), String> {
                     m.addr,
                     Proc {
                         m,
-                        core: core(m),
+                        core: make(m),
                         crashed: false,
                         last_version: None,
                         restarted: false,
@@ -226,13 +252,42 @@ fn run(seed: u64) -> Result<(), String> {
                     .map(|(a, _)| *a)
                     .collect();
                 let a = live[sim.rng.below(live.len() as u64) as usize];
-                let is_dir = dir_group.contains(&a);
-                if !is_dir || dir_crashes < (dir_group.len() - 1) / 2 {
-                    if is_dir {
+                let allowed = if repair {
+                    // While the directory group as it is now keeps a live majority
+                    // of processes that run its current epoch: a move in progress
+                    // (replicas not started yet) needs the old majority a while more.
+                    newest(&sim).is_some_and(|d| {
+                        let g = d.group(u32::MAX).cloned().expect("directory group");
+                        let running = g
+                            .replicas
+                            .iter()
+                            .filter(|m| {
+                                sim.procs.get(&m.addr).is_some_and(|p| {
+                                    !p.crashed
+                                        && p.m == **m
+                                        && p.core.replica_epoch() == Some(g.epoch)
+                                })
+                            })
+                            .count();
+                        let loses = usize::from(g.contains(a));
+                        running >= loses && (running - loses) * 2 > g.replicas.len()
+                    })
+                } else {
+                    let is_dir = dir_group.contains(&a);
+                    let ok = !is_dir || dir_crashes < (dir_group.len() - 1) / 2;
+                    if ok && is_dir {
                         dir_crashes += 1;
                     }
+                    ok
+                };
+                if allowed {
                     if let Some(p) = sim.procs.get_mut(&a) {
                         p.crashed = true;
+                    }
+                    if repair {
+                        for p in sim.procs.values_mut().filter(|p| !p.crashed) {
+                            p.core.suspect(a);
+                        }
                     }
                 }
             }
@@ -256,12 +311,17 @@ fn run(seed: u64) -> Result<(), String> {
                         a,
                         Proc {
                             m,
-                            core: core(m),
+                            core: make(m),
                             crashed: false,
                             last_version: None,
                             restarted: true,
                         },
                     );
+                    if repair {
+                        for p in sim.procs.values_mut() {
+                            p.core.restore(a);
+                        }
+                    }
                 }
             }
             _ => sim.check_ins(),
@@ -287,12 +347,49 @@ fn run(seed: u64) -> Result<(), String> {
             .iter()
             .map(|p| (p.m.addr, p.core.directory().map(|d| d.version())))
             .collect();
-        return Err(format!("live nodes disagree: {versions:?}"));
+        let dir = newest(&sim).map(|d| format!("{:?}", d.group(u32::MAX)));
+        if std::env::var("KV_TRACE").is_ok() {
+            for p in &live {
+                eprintln!("{} {:?}", p.m.addr, p.core.directory());
+            }
+        }
+        let runs: Vec<(NodeId, Option<u64>, bool)> = sim
+            .procs
+            .values()
+            .map(|p| (p.m.addr, p.core.replica_epoch(), p.crashed))
+            .collect();
+        return Err(format!(
+            "live nodes disagree: {versions:?}; newest directory group {dir:?}; replicas {runs:?}"
+        ));
     }
     let d = live[0].core.directory().ok_or("no directory")?;
     for p in &live {
         if !d.is_current(&p.m) {
             return Err(format!("live process {:?} is not a current member", p.m));
+        }
+    }
+    if repair {
+        // Every lost directory replica was replaced by a live process, which runs
+        // the directory's current epoch.
+        let g = d.group(u32::MAX).ok_or("no directory group")?;
+        if g.replicas.len() >= 3 {
+            for m in &g.replicas {
+                let p = sim
+                    .procs
+                    .get(&m.addr)
+                    .filter(|p| !p.crashed && p.m == *m)
+                    .ok_or(format!(
+                        "directory replica {m:?} is lost (epoch {})",
+                        g.epoch
+                    ))?;
+                if p.core.replica_epoch() != Some(g.epoch) {
+                    return Err(format!(
+                        "directory replica {m:?} runs epoch {:?}, the directory is in {}",
+                        p.core.replica_epoch(),
+                        g.epoch
+                    ));
+                }
+            }
         }
     }
     Ok(())
@@ -306,6 +403,25 @@ proptest! {
         if let Err(e) = run(seed) {
             prop_assert!(false, "seed {seed}: {e}");
         }
+    }
+
+    #[test]
+    fn lost_directory_replicas_are_replaced_and_every_node_agrees(seed in any::<u64>()) {
+        if let Err(e) = run_with(seed, true) {
+            prop_assert!(false, "seed {seed} (repair): {e}");
+        }
+    }
+}
+
+/// Replays `KV_SEED` with replacement on (default a fixed seed).
+#[test]
+fn replay_repair_seed() {
+    let seed = std::env::var("KV_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11);
+    if let Err(e) = run_with(seed, true) {
+        panic!("seed {seed}: {e}");
     }
 }
 

@@ -33,8 +33,8 @@ use kv_client::{ClientComp, ClientSettings};
 use kv_components::connect::{connect_to, connector};
 use kv_components::timer::KompactTimer;
 use kv_ports::{
-    Ballot, Directory, KeyValue, KvCommand, Network, NodeId, PartitionId, ScIndication,
-    SequenceConsensus, Timer,
+    Ballot, Directory, KeyValue, KvEntry, Network, NodeId, PartitionId, ScIndication,
+    SequenceConsensus, StopSign, Timer,
 };
 use kv_protocols::rng::mix64;
 
@@ -170,6 +170,8 @@ pub struct Scenario {
     /// Give every server all the others as `seeds` (so a restarted bootstrap server
     /// rejoins through them).
     pub seeds: bool,
+    /// `membership.replace-after` of every server (`None`: the default).
+    pub replace_after: Option<Duration>,
 }
 
 impl Scenario {
@@ -190,7 +192,14 @@ impl Scenario {
             trace: false,
             log: None,
             seeds: false,
+            replace_after: None,
         }
+    }
+
+    /// Servers replace a replica whose node they suspected for `after`.
+    pub fn replace_after(mut self, after: Duration) -> Self {
+        self.replace_after = Some(after);
+        self
     }
 
     /// Every server lists all the others as seeds.
@@ -317,7 +326,10 @@ impl Scenario {
 
     /// The configuration of server `i`.
     pub fn node_config(&self, i: usize) -> NodeConfig {
-        NodeConfig::reference()
+        let reference = NodeConfig::reference();
+        let replace_after = self.replace_after.or(reference.membership.replace_after);
+        reference
+            .with_replace_after(replace_after)
             .with_address(node_addr(i))
             .with_bootstrap_address(node_addr(1))
             .with_boot_threshold(self.boot_threshold.unwrap_or(self.nodes))
@@ -352,8 +364,10 @@ impl Scenario {
 struct Observations {
     /// (server, partition) → the leader that replica follows.
     leaders: BTreeMap<(usize, PartitionId), Option<Ballot>>,
-    /// (partition, index) → the command first decided there, and by which server.
-    decided: BTreeMap<(PartitionId, u64), (KvCommand, usize)>,
+    /// (partition, index) → the entry first decided there, and by which server.
+    /// Indexes go on across epochs (an epoch starts one past its predecessor's
+    /// stop-sign), so this also checks that no two epochs decide at one index.
+    decided: BTreeMap<(PartitionId, u64), (KvEntry, usize)>,
     problems: Vec<String>,
 }
 
@@ -373,6 +387,25 @@ struct ReplicaWatcher {
     obs: SharedObservations,
 }
 
+impl Observations {
+    fn decided(&mut self, node: usize, partition: PartitionId, idx: u64, entry: KvEntry) {
+        let key = (partition, idx);
+        match self.decided.get(&key) {
+            None => {
+                self.decided.insert(key, (entry, node));
+            }
+            Some((first, by)) if *first != entry => {
+                let msg = format!(
+                    "replicas disagree on partition {partition} entry {idx}: server {by} \
+                     decided {first:?}, server {node} decided {entry:?}"
+                );
+                self.problems.push(msg);
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 ignore_lifecycle!(ReplicaWatcher);
 
 impl Require<SequenceConsensus> for ReplicaWatcher {
@@ -384,22 +417,16 @@ impl Require<SequenceConsensus> for ReplicaWatcher {
             }
             ScIndication::Decided { idx: first, cmds } => {
                 for (idx, cmd) in (first..).zip(cmds) {
-                    let key = (self.partition, idx);
-                    match o.decided.get(&key) {
-                        None => {
-                            o.decided.insert(key, (cmd, self.node));
-                        }
-                        Some((first, by)) if *first != cmd => {
-                            let msg = format!(
-                                "replicas disagree on partition {} entry {idx}: server {by} \
-                                 decided {first:?}, server {} decided {cmd:?}",
-                                self.partition, self.node
-                            );
-                            o.problems.push(msg);
-                        }
-                        Some(_) => {}
-                    }
+                    o.decided(self.node, self.partition, idx, KvEntry::Cmd(cmd));
                 }
+            }
+            ScIndication::Stopped { idx, epoch } => {
+                o.decided(
+                    self.node,
+                    self.partition,
+                    idx,
+                    KvEntry::Stop(StopSign { epoch }),
+                );
             }
             _ => {}
         }
@@ -422,7 +449,8 @@ impl Actor for ReplicaWatcher {
 struct RunningNode {
     label: String,
     node: Node,
-    watched: BTreeSet<PartitionId>,
+    /// (partition, epoch) of the replicas watched.
+    watched: BTreeSet<(PartitionId, u64)>,
     watchers: Vec<Arc<Component<ReplicaWatcher>>>,
     system: KompactSystem,
 }
@@ -666,11 +694,11 @@ impl<'a> Runner<'a> {
                 hosted
                     .replicas
                     .iter()
-                    .filter(|r| !n.watched.contains(&r.partition))
-                    .map(|r| (r.partition, r.paxos.clone()))
+                    .filter(|r| !n.watched.contains(&(r.partition, r.epoch)))
+                    .map(|r| (r.partition, r.epoch, r.paxos.clone()))
                     .collect()
             };
-            for (p, paxos) in fresh {
+            for (p, epoch, paxos) in fresh {
                 let obs = self.obs.clone();
                 let w = n.system.create(|| ReplicaWatcher {
                     ctx: ComponentContext::uninitialised(),
@@ -683,7 +711,7 @@ impl<'a> Runner<'a> {
                     n.system.start(&w);
                     n.watchers.push(w);
                 }
-                n.watched.insert(p);
+                n.watched.insert((p, epoch));
             }
         }
     }
@@ -793,6 +821,21 @@ impl<'a> Runner<'a> {
                 (*i, h.directory.clone())
             })
             .collect();
+        let hosting: BTreeMap<usize, Vec<(PartitionId, u64)>> = self
+            .nodes
+            .iter()
+            .map(|(i, n)| {
+                let h = n.node.hosted.lock().unwrap_or_else(|e| e.into_inner());
+                let mut v: Vec<(PartitionId, u64)> = h
+                    .replicas
+                    .iter()
+                    .filter(|r| !r.replica.on_definition(|c| c.is_stopped()))
+                    .map(|r| (r.partition, r.epoch))
+                    .collect();
+                v.sort_unstable();
+                (*i, v)
+            })
+            .collect();
         let incarnations: BTreeMap<usize, u64> = self
             .nodes
             .iter()
@@ -814,6 +857,7 @@ impl<'a> Runner<'a> {
             restarted: self.restarted.clone(),
             alive,
             directories,
+            hosting,
             incarnations,
             booted_at: self.booted_at,
             problems,
@@ -852,6 +896,8 @@ pub struct Outcome {
     pub alive: Vec<usize>,
     /// Each live server's directory at the end (`None`: not a member).
     pub directories: BTreeMap<usize, Option<Arc<Directory>>>,
+    /// Each live server's running replicas at the end: (partition, epoch).
+    pub hosting: BTreeMap<usize, Vec<(PartitionId, u64)>>,
     /// Each live server's process incarnation at the end.
     pub incarnations: BTreeMap<usize, u64>,
     /// When the first server installed the lookup table.
@@ -876,6 +922,7 @@ impl Outcome {
             restarted: Vec::new(),
             alive: Vec::new(),
             directories: BTreeMap::new(),
+            hosting: BTreeMap::new(),
             incarnations: BTreeMap::new(),
             booted_at: None,
             problems: vec![format!("the scenario could not run: {why}")],

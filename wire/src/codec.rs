@@ -9,7 +9,7 @@ use kv_ports::{
     BootstrapMsg, ClientMessage, LinkFrame, NetMessage, NodeStatus, PlPayload, StatusMessage,
     StatusRequest,
 };
-use kv_protocols::kv::{KvCommand, KvOp, KvResult};
+use kv_protocols::kv::{KvCommand, KvEntry, KvOp, KvResult};
 use kv_protocols::membership::MembershipMsg;
 use kv_protocols::sequence_paxos::messages::PaxosMsg;
 use prost::Message;
@@ -165,8 +165,13 @@ fn command_len(c: &KvCommand) -> usize {
     LEN + 3 * U64 + 2 * ADDR + op_len(&c.op)
 }
 
-fn commands_len(cs: &[KvCommand]) -> usize {
-    cs.iter().map(command_len).sum()
+fn entries_len(es: &[KvEntry]) -> usize {
+    es.iter()
+        .map(|e| match e {
+            KvEntry::Cmd(c) => LEN + command_len(c),
+            KvEntry::Stop(_) => 2 * LEN + U64,
+        })
+        .sum()
 }
 
 fn result_len(r: &KvResult) -> usize {
@@ -210,8 +215,15 @@ fn payload_len(p: &PlPayload) -> usize {
     2 * LEN
         + match p {
             PlPayload::Epfd(_) => LEN + U64,
-            PlPayload::Ble { .. } => 2 * LEN + U64 + 2 * U64 + LEN + U64 + ADDR + 2,
-            PlPayload::Paxos { msg, .. } => LEN + U64 + paxos_len(msg, commands_len),
+            PlPayload::Ble { .. } => 2 * LEN + 2 * U64 + 2 * U64 + LEN + U64 + ADDR + 2,
+            PlPayload::Paxos { msg, .. } => LEN + 2 * U64 + paxos_len(msg, entries_len),
+            PlPayload::Transfer(t) => {
+                LEN + 6 * U64
+                    + match t {
+                        kv_protocols::transfer::TransferMsg::Chunk { data, .. } => LEN + data.len(),
+                        _ => 0,
+                    }
+            }
             PlPayload::Bootstrap(b) => {
                 LEN + match b {
                     BootstrapMsg::CheckIn { cluster, .. } => 2 * LEN + cluster.len() + U64,
@@ -227,6 +239,7 @@ fn payload_len(p: &PlPayload) -> usize {
                     MembershipMsg::Ble { .. } => 2 * LEN + U64 + 2 * U64 + LEN + U64 + ADDR + 2,
                     MembershipMsg::Join(_) => LEN + ADDR + U64,
                     MembershipMsg::State(d) => LEN + directory_len(d),
+                    MembershipMsg::Propose(c) => LEN + dir_commands_len(std::slice::from_ref(c)),
                 }
             }
             PlPayload::Forward(r) => {
@@ -246,7 +259,7 @@ fn directory_len(d: &kv_ports::Directory) -> usize {
     let slots: usize = d
         .group_ids()
         .filter_map(|g| d.group(g))
-        .map(|c| 12 + 29 * c.replicas.len())
+        .map(|c| 13 + 29 * (c.replicas.len() + c.previous.len()))
         .sum();
     32 + 25 * d.members().len() + slots
 }
@@ -260,6 +273,7 @@ fn dir_commands_len(cs: &[kv_ports::DirCommand]) -> usize {
                     kv_ports::DirCommand::Reconfigure { replicas, .. } => {
                         2 * U64 + replicas.len() * (LEN + ADDR + U64)
                     }
+                    kv_ports::DirCommand::Stopped { .. } => 2 * U64,
                 }
         })
         .sum()
@@ -271,7 +285,7 @@ fn table_len(t: &kv_ports::LookupTable) -> usize {
 
 fn status_len(s: &NodeStatus) -> usize {
     const BALLOT: usize = LEN + U64 + ADDR;
-    const REPLICA: usize = LEN + 2 * BALLOT + 10 * U64;
+    const REPLICA: usize = LEN + 2 * BALLOT + 11 * U64;
     2 * U64
         + ADDR
         + LEN

@@ -17,12 +17,13 @@ use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
 use kv_protocols::directory::{DirCommand, Directory, Member};
 use kv_protocols::epfd::EpfdMsg;
-use kv_protocols::kv::{KvCommand, KvOp, KvResult};
+use kv_protocols::kv::{KvCommand, KvEntry, KvOp, KvResult, StopSign};
 use kv_protocols::membership::MembershipMsg;
 use kv_protocols::partition::LookupTable;
 use kv_protocols::sequence_paxos::messages::{
     AcceptDecide, AcceptSync, Accepted, Decide, PaxosMsg, Prepare, Promise, Snapshot,
 };
+use kv_protocols::transfer::TransferMsg;
 
 use crate::error::WireError;
 use crate::pb;
@@ -182,14 +183,18 @@ pub(crate) trait WireEntry: Sized {
     fn from_entry(e: pb::log_entry::Entry) -> Result<Self>;
 }
 
-impl WireEntry for KvCommand {
+impl WireEntry for KvEntry {
     fn to_entry(&self) -> pb::log_entry::Entry {
-        pb::log_entry::Entry::Kv(kv_command_to_pb(self))
+        match self {
+            KvEntry::Cmd(c) => pb::log_entry::Entry::Kv(kv_command_to_pb(c)),
+            KvEntry::Stop(s) => pb::log_entry::Entry::Stop(pb::StopSign { epoch: s.epoch }),
+        }
     }
 
     fn from_entry(e: pb::log_entry::Entry) -> Result<Self> {
         match e {
-            pb::log_entry::Entry::Kv(c) => kv_command_from_pb(c),
+            pb::log_entry::Entry::Kv(c) => Ok(KvEntry::Cmd(kv_command_from_pb(c)?)),
+            pb::log_entry::Entry::Stop(s) => Ok(KvEntry::Stop(StopSign { epoch: s.epoch })),
             pb::log_entry::Entry::Dir(_) => Err(WireError::UnknownVariant {
                 message: "LogEntry",
                 field: "entry (a directory command in a partition's log)",
@@ -206,10 +211,12 @@ impl WireEntry for DirCommand {
     fn from_entry(e: pb::log_entry::Entry) -> Result<Self> {
         match e {
             pb::log_entry::Entry::Dir(c) => dir_command_from_pb(c),
-            pb::log_entry::Entry::Kv(_) => Err(WireError::UnknownVariant {
-                message: "LogEntry",
-                field: "entry (a client command in the directory's log)",
-            }),
+            pb::log_entry::Entry::Kv(_) | pb::log_entry::Entry::Stop(_) => {
+                Err(WireError::UnknownVariant {
+                    message: "LogEntry",
+                    field: "entry (a partition's entry in the directory's log)",
+                })
+            }
         }
     }
 }
@@ -257,6 +264,10 @@ fn dir_command_to_pb(c: &DirCommand) -> pb::DirCommand {
             replicas: replicas.iter().map(member_to_pb).collect(),
         }),
         DirCommand::Remove(a) => Cmd::Remove(addr_to_pb(a)),
+        DirCommand::Stopped { group, epoch } => Cmd::Stopped(pb::dir_command::Stopped {
+            group: *group,
+            epoch: *epoch,
+        }),
     };
     pb::DirCommand { cmd: Some(cmd) }
 }
@@ -271,6 +282,10 @@ fn dir_command_from_pb(c: pb::DirCommand) -> Result<DirCommand> {
             replicas: map_vec(r.replicas, member_from_pb)?,
         },
         Cmd::Remove(a) => DirCommand::Remove(addr_from_pb(a)?),
+        Cmd::Stopped(s) => DirCommand::Stopped {
+            group: s.group,
+            epoch: s.epoch,
+        },
     })
 }
 
@@ -293,6 +308,7 @@ fn membership_to_pb(m: &MembershipMsg) -> pb::MembershipMsg {
         }),
         MembershipMsg::Join(m) => Msg::Join(member_to_pb(m)),
         MembershipMsg::State(d) => Msg::State(d.encode()),
+        MembershipMsg::Propose(c) => Msg::Propose(dir_command_to_pb(c)),
     };
     pb::MembershipMsg { msg: Some(msg) }
 }
@@ -310,6 +326,7 @@ fn membership_from_pb(m: pb::MembershipMsg) -> Result<MembershipMsg> {
         },
         Msg::Join(m) => MembershipMsg::Join(member_from_pb(m)?),
         Msg::State(b) => MembershipMsg::State(directory_from_bytes(&b)?),
+        Msg::Propose(c) => MembershipMsg::Propose(dir_command_from_pb(c)?),
     })
 }
 
@@ -581,14 +598,25 @@ pub(crate) fn payload_to_pb(p: &PlPayload) -> pb::PlPayload {
     use pb::pl_payload::{Ble, Paxos, Payload};
     let payload = match p {
         PlPayload::Epfd(m) => Payload::Epfd(epfd_to_pb(m)),
-        PlPayload::Ble { partition, msg } => Payload::Ble(Ble {
+        PlPayload::Ble {
+            partition,
+            epoch,
+            msg,
+        } => Payload::Ble(Ble {
             partition: *partition,
+            epoch: *epoch,
             msg: Some(ble_to_pb(msg)),
         }),
-        PlPayload::Paxos { partition, msg } => Payload::Paxos(Paxos {
+        PlPayload::Paxos {
+            partition,
+            epoch,
+            msg,
+        } => Payload::Paxos(Paxos {
             partition: *partition,
+            epoch: *epoch,
             msg: Some(paxos_to_pb(msg)),
         }),
+        PlPayload::Transfer(m) => Payload::Transfer(transfer_to_pb(m)),
         PlPayload::Bootstrap(m) => Payload::Bootstrap(bootstrap_to_pb(m)),
         PlPayload::Forward(r) => Payload::Forward(routed_to_pb(r)),
         PlPayload::Membership(m) => Payload::Membership(membership_to_pb(m)),
@@ -604,15 +632,79 @@ pub(crate) fn payload_from_pb(p: pb::PlPayload) -> Result<PlPayload> {
         Payload::Epfd(m) => PlPayload::Epfd(epfd_from_pb(m)?),
         Payload::Ble(b) => PlPayload::Ble {
             partition: b.partition,
+            epoch: b.epoch,
             msg: ble_from_pb(req(b.msg, "PlPayload.Ble", "msg")?)?,
         },
         Payload::Paxos(x) => PlPayload::Paxos {
             partition: x.partition,
+            epoch: x.epoch,
             msg: paxos_from_pb(req(x.msg, "PlPayload.Paxos", "msg")?)?,
         },
+        Payload::Transfer(m) => PlPayload::Transfer(transfer_from_pb(m)?),
         Payload::Bootstrap(m) => PlPayload::Bootstrap(bootstrap_from_pb(m)?),
         Payload::Forward(r) => PlPayload::Forward(routed_from_pb(r)?),
         Payload::Membership(m) => PlPayload::Membership(membership_from_pb(m)?),
+    })
+}
+
+fn transfer_to_pb(m: &TransferMsg) -> pb::TransferMsg {
+    use pb::transfer_msg::{Chunk, Msg, Request, Unavailable};
+    let msg = match m {
+        TransferMsg::Request {
+            group,
+            epoch,
+            offset,
+            len,
+        } => Msg::Request(Request {
+            group: *group,
+            epoch: *epoch,
+            offset: *offset,
+            len: *len,
+        }),
+        TransferMsg::Chunk {
+            group,
+            epoch,
+            total_len,
+            checksum,
+            offset,
+            data,
+        } => Msg::Chunk(Chunk {
+            group: *group,
+            epoch: *epoch,
+            total_len: *total_len,
+            checksum: *checksum,
+            offset: *offset,
+            data: data.clone(),
+        }),
+        TransferMsg::Unavailable { group, epoch } => Msg::Unavailable(Unavailable {
+            group: *group,
+            epoch: *epoch,
+        }),
+    };
+    pb::TransferMsg { msg: Some(msg) }
+}
+
+fn transfer_from_pb(m: pb::TransferMsg) -> Result<TransferMsg> {
+    use pb::transfer_msg::Msg;
+    Ok(match one(m.msg, "TransferMsg", "msg")? {
+        Msg::Request(r) => TransferMsg::Request {
+            group: r.group,
+            epoch: r.epoch,
+            offset: r.offset,
+            len: r.len,
+        },
+        Msg::Chunk(c) => TransferMsg::Chunk {
+            group: c.group,
+            epoch: c.epoch,
+            total_len: c.total_len,
+            checksum: c.checksum,
+            offset: c.offset,
+            data: c.data,
+        },
+        Msg::Unavailable(u) => TransferMsg::Unavailable {
+            group: u.group,
+            epoch: u.epoch,
+        },
     })
 }
 
@@ -751,6 +843,7 @@ fn replica_status_to_pb(r: &ReplicaStatus) -> pb::status_reply::ReplicaStatus {
         keys: r.keys,
         inflight: r.inflight,
         pending: r.pending,
+        epoch: r.epoch,
     }
 }
 
@@ -767,6 +860,7 @@ fn replica_status_from_pb(r: pb::status_reply::ReplicaStatus) -> Result<ReplicaS
         keys: r.keys,
         inflight: r.inflight,
         pending: r.pending,
+        epoch: r.epoch,
     })
 }
 

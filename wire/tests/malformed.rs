@@ -155,6 +155,7 @@ fn missing_sub_messages_are_rejected() {
         payloads: vec![pb::PlPayload {
             payload: Some(pb::pl_payload::Payload::Paxos(pb::pl_payload::Paxos {
                 partition: 0,
+                epoch: 0,
                 msg: Some(pb::PaxosMsg {
                     msg: Some(pb::paxos_msg::Msg::Decide(pb::paxos_msg::Decide {
                         n: Some(pb::Ballot { n: 1, pid: None }),
@@ -297,6 +298,7 @@ fn invalid_directory_states_are_rejected() {
         payloads: vec![pb::PlPayload {
             payload: Some(pb::pl_payload::Payload::Paxos(pb::pl_payload::Paxos {
                 partition: 0,
+                epoch: 0,
                 msg: Some(pb::PaxosMsg {
                     msg: Some(pb::paxos_msg::Msg::ProposalForward(
                         pb::paxos_msg::ProposalForward {

@@ -12,7 +12,7 @@ use kv_ports::{
     ClientMessage, ClientRequest, LinkFrame, NetMessage, NodeStatus, PlPayload, ReplicaStatus,
     StatusMessage, StatusRequest,
 };
-use kv_protocols::kv::{KvCommand, KvOp};
+use kv_protocols::kv::{KvCommand, KvEntry, KvOp, StopSign};
 use kv_protocols::sequence_paxos::messages::{AcceptDecide, PaxosMsg};
 use kv_wire::{Wire, WireError, ids};
 use proptest::prelude::*;
@@ -38,6 +38,7 @@ fn every_paxos_variant_round_trips_with_equality() {
         let frame = NetMessage::Link(frame(
             vec![PlPayload::Paxos {
                 partition: 5,
+                epoch: 3,
                 msg: msg.clone(),
             }],
             None,
@@ -48,6 +49,7 @@ fn every_paxos_variant_round_trips_with_equality() {
         match &*back.payloads[0] {
             PlPayload::Paxos {
                 partition: 5,
+                epoch: 3,
                 msg: m,
             } => assert_eq!(m, &msg),
             other => panic!("wrong payload {other:?}"),
@@ -249,7 +251,7 @@ fn replica_status() -> impl Strategy<Value = ReplicaStatus> {
         prop::option::of(ballot()),
         any::<bool>(),
         prop::option::of(ballot()),
-        any::<[u64; 7]>(),
+        any::<[u64; 8]>(),
     )
         .prop_map(
             |(partition, leader, is_leader, promised, n)| ReplicaStatus {
@@ -264,6 +266,7 @@ fn replica_status() -> impl Strategy<Value = ReplicaStatus> {
                 keys: n[4],
                 inflight: n[5],
                 pending: n[6],
+                epoch: n[7],
             },
         )
 }
@@ -331,6 +334,13 @@ fn command() -> impl Strategy<Value = KvCommand> {
         })
 }
 
+fn entry() -> impl Strategy<Value = KvEntry> {
+    prop_oneof![
+        8 => command().prop_map(KvEntry::Cmd),
+        1 => any::<u64>().prop_map(|epoch| KvEntry::Stop(StopSign { epoch })),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 512,
@@ -362,10 +372,11 @@ proptest! {
 
     #[test]
     fn any_kv_command_batch_round_trips(
-        entries in prop::collection::vec(command(), 0..8),
+        entries in prop::collection::vec(entry(), 0..8),
         start_idx in any::<u64>(),
         decided_idx in any::<u64>(),
         partition in any::<u32>(),
+        epoch in any::<u64>(),
         pid in addr(),
         n in any::<u64>(),
     ) {
@@ -379,13 +390,14 @@ proptest! {
             cluster: 1,
             incarnation: 2,
             first_seq: 3,
-            payloads: vec![std::sync::Arc::new(PlPayload::Paxos { partition, msg: msg.clone() })],
+            payloads: vec![std::sync::Arc::new(PlPayload::Paxos { partition, epoch, msg: msg.clone() })],
             ack: None,
         });
         let NetMessage::Link(back) = roundtrip(&net) else { panic!() };
         match &*back.payloads[0] {
-            PlPayload::Paxos { partition: p, msg: m } => {
+            PlPayload::Paxos { partition: p, epoch: e, msg: m } => {
                 prop_assert_eq!(*p, partition);
+                prop_assert_eq!(*e, epoch);
                 prop_assert_eq!(m, &msg);
             }
             other => prop_assert!(false, "decoded {:?}", other),

@@ -196,7 +196,7 @@ impl<T: LogEntry> SequencePaxos<T> {
             max_log_entries: cfg.max_log_entries,
             max_pending: cfg.max_pending,
             promised: Ballot::initial(cfg.me),
-            accepted_round: Ballot::initial(cfg.me),
+            accepted_round: Ballot::NONE,
             log: VecDeque::new(),
             first_idx: 0,
             decided_idx: 0,
@@ -213,6 +213,21 @@ impl<T: LogEntry> SequencePaxos<T> {
             outgoing: Vec::new(),
             events: Vec::new(),
         }
+    }
+
+    /// A replica whose log starts where another configuration of the group ended:
+    /// entries `0..snap.idx` are decided and summarised by `snap` (the state they
+    /// produced), and new entries go after them. Every replica of the new
+    /// configuration must start from the same snapshot, so that no majority of it
+    /// can ever adopt a log without that state.
+    pub fn starting_from(cfg: PaxosConfig, snap: Snapshot) -> Self {
+        let mut px = Self::new(cfg);
+        px.first_idx = snap.idx;
+        px.decided_idx = snap.idx;
+        // Every member starts from this state, so none needs entries before it.
+        px.applied = px.others.iter().map(|o| (*o, snap.idx)).collect();
+        px.snapshot = Some(snap);
+        px
     }
 
     /// Handles a message from `from`. Messages from outside the group, from stale

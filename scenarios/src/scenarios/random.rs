@@ -18,9 +18,11 @@
 //! problem (replicas deciding different commands at one index, a livelock), if an
 //! operation is still unfinished at the end, if an operation of the checking
 //! client fails (once faults have healed and a majority of every group is alive,
-//! every operation must complete), or if the live servers do not end with one
+//! every operation must complete), if the live servers do not end with one
 //! directory in which each of them, restarted ones included, is a member as the
-//! process it is.
+//! process it is, or if a partition ends with fewer live replicas than it should:
+//! servers replace a replica suspected for [`REPLACE_AFTER`], and a restarted
+//! process's former replicas at once.
 //!
 //! Whether a crash is a restart is drawn from a stream of its own, so a schedule
 //! without restarts is exactly the one this seed gave before restarts existed.
@@ -43,6 +45,10 @@ pub const HEAL_ALL_AT: Duration = Duration::from_secs(13);
 /// When the checking client starts.
 pub const CHECK_AT: Duration = Duration::from_secs(16);
 
+/// `membership.replace-after` of the servers: a crashed replica is replaced about a
+/// second after it is suspected, well before the checking client starts.
+pub const REPLACE_AFTER: Duration = Duration::from_secs(1);
+
 /// The random schedule of `seed`.
 pub fn scenario(seed: u64) -> Scenario {
     let mut rng = SplitMix64::new(mix64(seed ^ 0x7363_6865_6475_6c65));
@@ -60,6 +66,7 @@ pub fn scenario(seed: u64) -> Scenario {
         .seed(seed)
         .network(delay)
         .cluster(n, partitions, r)
+        .replace_after(REPLACE_AFTER)
         .start_nodes(Duration::ZERO, ms(rng.range_inclusive(0, 300)));
 
     // Closed-loop clients.
@@ -193,12 +200,59 @@ pub fn check(o: &Outcome) -> Vec<String> {
         }
     }
     f.extend(directory_problems(o));
+    f.extend(redundancy_problems(o));
+    f
+}
+
+/// Once the schedule has quiesced, every partition must again have as many live
+/// replicas running its current epoch as the replication degree asks, or as many as
+/// there are live members: crashed replicas were replaced, and the replicas of
+/// restarted processes too.
+pub fn redundancy_problems(o: &Outcome) -> Vec<String> {
+    let mut f = Vec::new();
+    let Some(Some(d)) = o.directories.values().next() else {
+        return f;
+    };
+    let live = |addr| {
+        o.incarnations.iter().find_map(|(i, inc)| {
+            (node_addr(*i) == addr).then_some(kv_ports::Member {
+                addr,
+                incarnation: *inc,
+            })
+        })
+    };
+    let live_members = d
+        .members()
+        .iter()
+        .filter(|m| live(m.addr) == Some(**m))
+        .count();
+    for p in 0..d.partitions() {
+        let Some(g) = d.group(p) else { continue };
+        let running = g
+            .replicas
+            .iter()
+            .filter(|m| live(m.addr) == Some(**m))
+            .filter(|m| {
+                o.incarnations.keys().any(|i| {
+                    node_addr(*i) == m.addr
+                        && o.hosting.get(i).is_some_and(|h| h.contains(&(p, g.epoch)))
+                })
+            })
+            .count();
+        let expected = d.replication_degree().min(live_members);
+        if running < expected {
+            f.push(format!(
+                "partition {p} ends with {running} live replicas running epoch {} (settled: {}), \
+                 {expected} expected",
+                g.epoch, g.settled
+            ));
+        }
+    }
     f
 }
 
 /// The live servers must end with one directory in which each is a member as the
-/// process it is (its current incarnation), and a restarted server must hold none
-/// of its former slots.
+/// process it is (its current incarnation).
 pub fn directory_problems(o: &Outcome) -> Vec<String> {
     let mut f = Vec::new();
     let Some(first) = o.directories.values().next() else {
@@ -219,11 +273,6 @@ pub fn directory_problems(o: &Outcome) -> Vec<String> {
                 };
                 if !d.is_current(&me) {
                     f.push(format!("server {i} is not a member as the process it is"));
-                }
-                if o.restarted.contains(i) && !d.groups_of(me.addr).is_empty() {
-                    f.push(format!(
-                        "restarted server {i} holds slots of its former process"
-                    ));
                 }
             }
         }

@@ -12,12 +12,13 @@ use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
 use kv_protocols::directory::{DirCommand, Directory, Member};
 use kv_protocols::epfd::EpfdMsg;
-use kv_protocols::kv::{KvCommand, KvOp, KvResult};
+use kv_protocols::kv::{KvCommand, KvEntry, KvOp, KvResult, StopSign};
 use kv_protocols::membership::MembershipMsg;
 use kv_protocols::partition::LookupTable;
 use kv_protocols::sequence_paxos::messages::{
     AcceptDecide, AcceptSync, Accepted, Decide, PaxosMsg, Prepare, Promise, Snapshot,
 };
+use kv_protocols::transfer::TransferMsg;
 
 pub fn v4(i: u8) -> SocketAddr {
     format!("10.0.0.{i}:{}", 4000 + u16::from(i))
@@ -72,7 +73,16 @@ pub fn snapshot() -> Snapshot {
     }
 }
 
-pub fn paxos_msgs() -> Vec<PaxosMsg<KvCommand>> {
+/// `n` log entries: client commands, the last one a stop-sign when `n > 2`.
+pub fn entries(n: usize) -> Vec<KvEntry> {
+    let mut es: Vec<KvEntry> = commands(n).into_iter().map(KvEntry::Cmd).collect();
+    if n > 2 {
+        es[n - 1] = KvEntry::Stop(StopSign { epoch: n as u64 });
+    }
+    es
+}
+
+pub fn paxos_msgs() -> Vec<PaxosMsg<KvEntry>> {
     vec![
         PaxosMsg::Prepare(Prepare {
             n: ballot(7, 1),
@@ -85,7 +95,7 @@ pub fn paxos_msgs() -> Vec<PaxosMsg<KvCommand>> {
             n_accepted: ballot(5, 3),
             decided_idx: 3,
             accepted_idx: 9,
-            suffix: commands(5),
+            suffix: entries(5),
             snapshot: Some(snapshot()),
         }),
         PaxosMsg::Promise(Promise {
@@ -99,7 +109,7 @@ pub fn paxos_msgs() -> Vec<PaxosMsg<KvCommand>> {
         PaxosMsg::AcceptSync(AcceptSync {
             n: ballot(8, 2),
             sync_idx: 42,
-            suffix: commands(3),
+            suffix: entries(3),
             decided_idx: 43,
             snapshot: Some(snapshot()),
         }),
@@ -116,7 +126,7 @@ pub fn paxos_msgs() -> Vec<PaxosMsg<KvCommand>> {
         PaxosMsg::AcceptDecide(AcceptDecide {
             n: ballot(8, 2),
             start_idx: 100,
-            entries: commands(64),
+            entries: entries(64),
             decided_idx: 99,
         }),
         PaxosMsg::Accepted(Accepted {
@@ -127,7 +137,7 @@ pub fn paxos_msgs() -> Vec<PaxosMsg<KvCommand>> {
             n: ballot(u64::MAX, 3),
             decided_idx: 164,
         }),
-        PaxosMsg::ProposalForward(commands(2)),
+        PaxosMsg::ProposalForward(entries(2)),
         PaxosMsg::ProposalForward(vec![]),
         PaxosMsg::PrepareReq,
         PaxosMsg::Compaction {
@@ -169,10 +179,12 @@ pub fn payloads() -> Vec<PlPayload> {
         PlPayload::Epfd(EpfdMsg::HeartbeatReply { seq: u64::MAX }),
         PlPayload::Ble {
             partition: 3,
+            epoch: 0,
             msg: BleMsg::HeartbeatRequest { round: 9 },
         },
         PlPayload::Ble {
             partition: 0,
+            epoch: 12,
             msg: BleMsg::HeartbeatReply {
                 round: 9,
                 ballot: ballot(4, 5),
@@ -181,6 +193,7 @@ pub fn payloads() -> Vec<PlPayload> {
         },
         PlPayload::Ble {
             partition: u32::MAX,
+            epoch: u64::MAX,
             msg: BleMsg::HeartbeatReply {
                 round: 0,
                 ballot: Ballot::initial(v6(1)),
@@ -226,9 +239,32 @@ pub fn payloads() -> Vec<PlPayload> {
                         ],
                     },
                     DirCommand::Remove(v6(5)),
+                    DirCommand::Stopped { group: 3, epoch: 9 },
                 ],
                 decided_idx: 3,
             }),
+        }),
+        PlPayload::Membership(MembershipMsg::Propose(DirCommand::Stopped {
+            group: 0,
+            epoch: 0,
+        })),
+        PlPayload::Transfer(TransferMsg::Request {
+            group: 2,
+            epoch: 5,
+            offset: 1 << 40,
+            len: 256 * 1024,
+        }),
+        PlPayload::Transfer(TransferMsg::Chunk {
+            group: 2,
+            epoch: 5,
+            total_len: 3000,
+            checksum: 0xfeed_f00d,
+            offset: 1000,
+            data: (0..=255u8).cycle().take(1000).collect(),
+        }),
+        PlPayload::Transfer(TransferMsg::Unavailable {
+            group: u32::MAX,
+            epoch: 1,
         }),
         PlPayload::Bootstrap(BootstrapMsg::Rejected {
             reason: "too late".into(),
@@ -259,6 +295,7 @@ pub fn payloads() -> Vec<PlPayload> {
             .enumerate()
             .map(|(i, msg)| PlPayload::Paxos {
                 partition: i as u32,
+                epoch: i as u64 * 7,
                 msg,
             }),
     );
@@ -428,6 +465,7 @@ pub fn status_messages() -> Vec<StatusMessage> {
                 keys: 17,
                 inflight: 3,
                 pending: 2,
+                epoch: 4,
             },
             ReplicaStatus {
                 partition: 2,
@@ -447,6 +485,7 @@ pub fn status_messages() -> Vec<StatusMessage> {
                 keys: 1,
                 inflight: 0,
                 pending: 0,
+                epoch: 0,
             },
             ReplicaStatus {
                 partition: 1,
