@@ -375,15 +375,15 @@ fn is_forbidden(c: char) -> bool {
 
 /// Text for a message: control characters escaped.
 fn shown(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_debug().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn path_text(path: &[String]) -> String {
@@ -510,9 +510,12 @@ impl<'t, 'f> Parser<'t, 'f> {
                     self.bump();
                 }
                 Some(_) if self.at_comment() => {
-                    while self.peek().is_some_and(|c| c != '\n') {
-                        self.bump();
-                    }
+                    // To the end of the line (no line feed is passed, so the line
+                    // count stays).
+                    self.pos = self
+                        .rest()
+                        .find('\n')
+                        .map_or(self.text.len(), |i| self.pos + i);
                 }
                 _ => return,
             }
