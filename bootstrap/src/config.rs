@@ -1,4 +1,5 @@
-//! Node configuration: a HOCON file read over the built-in `reference.conf`.
+//! Node configuration: a HOCON file read over the built-in `reference.conf` (with
+//! [`crate::hocon`]).
 //!
 //! Every setting lives under `kvstore`. Keys set in the node file replace the
 //! reference values; keys it leaves out keep them (Typesafe-config style fallback).
@@ -18,7 +19,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hocon::{Hocon, HoconLoader};
+use crate::hocon::{self, Object, Source, Value};
 
 /// The built-in defaults, embedded in the binary.
 pub const REFERENCE_CONF: &str = include_str!("reference.conf");
@@ -621,99 +622,74 @@ pub fn load_file(path: &Path) -> Result<NodeConfig, ConfigError> {
         origin: origin.clone(),
         source,
     })?;
-    // The text already read is parsed as is. Only a file with an `include` goes through
-    // the parser's own file loading, which resolves includes relative to the file but
-    // also picks the format by extension and, for an unknown extension, reads sibling
-    // `.json` and `.properties` files as well.
-    if has_include(&text) {
-        load(&origin, &text, |loader| loader.load_file(path))
-    } else {
-        load(&origin, &text, |loader| loader.load_str(&text))
-    }
-}
-
-fn has_include(text: &str) -> bool {
-    text.lines().any(|line| {
-        line.trim_start()
-            .strip_prefix("include")
-            .is_some_and(|rest| rest.starts_with([' ', '\t', '"']))
-    })
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    load(&origin, &text, Some(dir))
 }
 
 /// Reads a node configuration from HOCON text over the built-in reference. `origin`
 /// names the text in error messages (normally a file name). `include` is not
 /// supported here.
 pub fn load_str(text: &str, origin: &str) -> Result<NodeConfig, ConfigError> {
-    load(origin, text, |loader| loader.load_str(text))
+    load(origin, text, None)
 }
 
-fn load(
-    origin: &str,
-    text: &str,
-    add_user: impl Fn(HoconLoader) -> Result<HoconLoader, hocon::Error>,
-) -> Result<NodeConfig, ConfigError> {
-    // 0. The parser (hocon 0.9) panics on non-ASCII text outside quotes and
-    // comments (it decodes unquoted strings byte by byte), so that is rejected first.
-    if let Some((line, c)) = unquoted_non_ascii(text) {
-        return Err(ConfigError::Syntax {
-            origin: origin.to_string(),
-            detail: format!(
-                "line {line}: {c:?} outside quotes (non-ASCII text is only accepted in quoted strings: write it in quotes)"
-            ),
-        });
-    }
+fn load(origin: &str, text: &str, dir: Option<&Path>) -> Result<NodeConfig, ConfigError> {
+    // 1. Syntax, and the merge over the reference: the user's document is read over
+    // the reference, so substitutions see both, and then resolved.
+    let sources = [
+        Source {
+            text: REFERENCE_CONF,
+            origin: "reference.conf",
+            dir: None,
+        },
+        Source { text, origin, dir },
+    ];
+    let merged = hocon::load(&sources, &|name| std::env::var(name).ok())
+        .map_err(|e| document_error(origin, e))?;
 
-    // 1. Syntax. The parser in lenient mode silently drops whatever follows the first
-    // error, so the user's document is first parsed alone in strict mode.
-    add_user(HoconLoader::new().strict()).map_err(|e| parse_error(origin, text, e))?;
+    // 2. Keys.
+    check_keys(origin, &merged)?;
 
-    // 2. Merge over the reference, leniently, so that a bad substitution is reported
-    // against its key rather than as a bare parse failure.
-    let merged = HoconLoader::new()
-        .load_str(REFERENCE_CONF)
-        .and_then(add_user)
-        .and_then(HoconLoader::hocon)
-        .map_err(|e| parse_error(origin, text, e))?;
-
-    // 3. Keys.
-    check_keys(origin, text, &merged)?;
-
-    // 4. Values.
-    let root = match &merged[NAMESPACE] {
-        h @ Hocon::Hash(_) => h,
+    // 3. Values.
+    let empty = Value::Object(Object::default());
+    let root = match merged.get(NAMESPACE) {
+        Some(h @ Value::Object(_)) => h,
         // check_keys has rejected anything but a section; an absent namespace only
         // lacks the required address.
-        _ => &Hocon::Null,
+        _ => &empty,
     };
     let r = Reader { origin, root };
     let config = r.read()?;
 
-    // 5. Rules.
+    // 4. Rules.
     config.validate(origin)?;
     Ok(config)
 }
 
-fn parse_error(origin: &str, text: &str, e: hocon::Error) -> ConfigError {
-    let origin = origin.to_string();
+/// The configuration error for a document the HOCON reader rejected. A syntax error
+/// names the file it is in, which for an included file is that file.
+fn document_error(origin: &str, e: hocon::Error) -> ConfigError {
     match e {
-        hocon::Error::Include { path } => ConfigError::Include { origin, path },
-        hocon::Error::IncludeNotAllowedFromStr => ConfigError::Syntax {
+        hocon::Error::Syntax {
             origin,
+            line,
+            message,
+        } => ConfigError::Syntax {
+            origin,
+            detail: format!("line {line}: {message}"),
+        },
+        hocon::Error::Include { origin, path, .. } => ConfigError::Include { origin, path },
+        hocon::Error::IncludeFromText { .. } => ConfigError::Syntax {
+            origin: origin.to_string(),
             detail: "`include` is only supported when the configuration is loaded from a file"
                 .into(),
         },
-        hocon::Error::TooManyIncludes => ConfigError::Syntax {
-            origin,
-            detail: "includes are nested too deeply".into(),
-        },
-        hocon::Error::KeyNotFound { key } => ConfigError::Syntax {
-            origin,
-            detail: format!("substitution ${{{key}}} is not defined"),
-        },
-        _ => ConfigError::Syntax {
-            origin,
-            detail: diagnose_syntax(text),
-        },
+        hocon::Error::Unresolved {
+            origin, key, name, ..
+        } => ConfigError::Unresolved { origin, key, name },
     }
 }
 
@@ -739,19 +715,12 @@ fn is_known_section(rel: &str) -> bool {
         .any(|k| k.len() > rel.len() && k.starts_with(rel) && k.as_bytes()[rel.len()] == b'.')
 }
 
-/// Walks the merged document: every key must be known, every section a section, and
-/// no substitution or include may have failed.
-fn check_keys(origin: &str, text: &str, doc: &Hocon) -> Result<(), ConfigError> {
-    let Hocon::Hash(top) = doc else {
-        return Ok(());
-    };
-    for (key, value) in top {
-        if let Hocon::BadValue(e) = value {
-            return Err(bad_value(origin, text, key, e));
-        }
+/// Walks the merged document: every key must be known and every section a section.
+fn check_keys(origin: &str, doc: &Object) -> Result<(), ConfigError> {
+    for (key, value) in doc.iter() {
         if key == NAMESPACE {
             match value {
-                Hocon::Hash(_) => walk(origin, text, value, "")?,
+                Value::Object(section) => walk(origin, section, "")?,
                 other => {
                     return Err(ConfigError::WrongType {
                         origin: origin.into(),
@@ -777,21 +746,15 @@ fn check_keys(origin: &str, text: &str, doc: &Hocon) -> Result<(), ConfigError> 
     Ok(())
 }
 
-fn walk(origin: &str, text: &str, section: &Hocon, prefix: &str) -> Result<(), ConfigError> {
-    let Hocon::Hash(map) = section else {
-        return Ok(());
-    };
-    for (key, value) in map {
+fn walk(origin: &str, section: &Object, prefix: &str) -> Result<(), ConfigError> {
+    for (key, value) in section.iter() {
         let rel = join(prefix, key);
-        if let Hocon::BadValue(e) = value {
-            return Err(bad_value(origin, text, &full_key(&rel), e));
-        }
         if KNOWN_KEYS.contains(&rel.as_str()) {
             continue;
         }
         if is_known_section(&rel) {
             match value {
-                Hocon::Hash(_) => walk(origin, text, value, &rel)?,
+                Value::Object(inner) => walk(origin, inner, &rel)?,
                 other => {
                     return Err(ConfigError::WrongType {
                         origin: origin.into(),
@@ -810,46 +773,6 @@ fn walk(origin: &str, text: &str, section: &Hocon, prefix: &str) -> Result<(), C
         });
     }
     Ok(())
-}
-
-fn bad_value(origin: &str, text: &str, key: &str, e: &hocon::Error) -> ConfigError {
-    let origin = origin.to_string();
-    match e {
-        hocon::Error::KeyNotFound { key: name } => ConfigError::Unresolved {
-            origin,
-            key: key.to_string(),
-            name: substitution_path(text, name),
-        },
-        hocon::Error::Include { path } => ConfigError::Include {
-            origin,
-            path: path.clone(),
-        },
-        hocon::Error::IncludeNotAllowedFromStr => ConfigError::Syntax {
-            origin,
-            detail: "`include` is only supported when the configuration is loaded from a file"
-                .into(),
-        },
-        other => ConfigError::Syntax {
-            origin,
-            detail: format!("{key}: {other}"),
-        },
-    }
-}
-
-/// The parser names an undefined substitution by its last path element only; the full
-/// path is looked up in the text (the first `${...}` ending in that element).
-fn substitution_path(text: &str, last: &str) -> String {
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else { break };
-        let path = after[..end].trim_start_matches('?').trim();
-        if path == last || path.ends_with(&format!(".{last}")) {
-            return path.to_string();
-        }
-        rest = &after[end..];
-    }
-    last.to_string()
 }
 
 /// Keys are compared case-insensitively with `_` read as `-`, so `replication_degree`
@@ -916,22 +839,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// A value as the user wrote it, for messages: strings quoted, sections and lists
 /// described.
-fn show(v: &Hocon) -> String {
+fn show(v: &Value) -> String {
     match v {
-        Hocon::Integer(i) => i.to_string(),
-        Hocon::Real(f) => f.to_string(),
-        Hocon::String(s) if s == "null" => "null".into(),
-        Hocon::String(s) => format!("{s:?}"),
-        Hocon::Boolean(b) => b.to_string(),
-        Hocon::Null => "null".into(),
-        Hocon::Array(_) => "a list [ ... ]".into(),
-        Hocon::Hash(_) => "a section { ... }".into(),
-        Hocon::BadValue(_) => "an unresolved value".into(),
+        Value::Int(i) => i.to_string(),
+        Value::Real(f) => f.to_string(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        Value::List(_) => "a list [ ... ]".into(),
+        Value::Object(_) => "a section { ... }".into(),
     }
-}
-
-fn is_null(v: &Hocon) -> bool {
-    matches!(v, Hocon::Null) || matches!(v, Hocon::String(s) if s == "null")
 }
 
 /// A duration in its shortest exact unit: `1m`, `1500ms`, `250us`.
@@ -1055,22 +972,22 @@ fn parse_quantity(s: &str, units: &[(&[&str], u128)], allow_fraction: bool) -> Q
 
 struct Reader<'a> {
     origin: &'a str,
-    root: &'a Hocon,
+    root: &'a Value,
 }
 
 impl Reader<'_> {
-    fn get(&self, rel: &str) -> Option<&Hocon> {
+    fn get(&self, rel: &str) -> Option<&Value> {
         let mut node = self.root;
         for part in rel.split('.') {
             match node {
-                Hocon::Hash(map) => node = map.get(part)?,
+                Value::Object(map) => node = map.get(part)?,
                 _ => return None,
             }
         }
         Some(node)
     }
 
-    fn required(&self, rel: &str) -> Result<&Hocon, ConfigError> {
+    fn required(&self, rel: &str) -> Result<&Value, ConfigError> {
         match self.get(rel) {
             Some(v) => Ok(v),
             None => Err(ConfigError::Missing {
@@ -1085,7 +1002,7 @@ impl Reader<'_> {
         }
     }
 
-    fn wrong_type(&self, rel: &str, expected: &'static str, v: &Hocon) -> ConfigError {
+    fn wrong_type(&self, rel: &str, expected: &'static str, v: &Value) -> ConfigError {
         ConfigError::WrongType {
             origin: self.origin.into(),
             key: full_key(rel),
@@ -1094,7 +1011,7 @@ impl Reader<'_> {
         }
     }
 
-    fn invalid(&self, rel: &str, v: &Hocon, reason: impl Into<String>) -> ConfigError {
+    fn invalid(&self, rel: &str, v: &Value, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             origin: self.origin.into(),
             key: full_key(rel),
@@ -1107,15 +1024,15 @@ impl Reader<'_> {
     fn integer(&self, rel: &str, max: u64) -> Result<u64, ConfigError> {
         let v = self.required(rel)?;
         let n: i128 = match v {
-            Hocon::Integer(i) => i128::from(*i),
+            Value::Int(i) => i128::from(*i),
             // Integers beyond i64 arrive as reals; so does `1e3`.
-            Hocon::Real(f) if f.is_finite() && f.fract() == 0.0 => {
+            Value::Real(f) if f.is_finite() && f.fract() == 0.0 => {
                 if f.abs() >= 1e30 {
                     return Err(self.invalid(rel, v, format!("out of range (at most {max})")));
                 }
                 *f as i128
             }
-            Hocon::String(s) if !is_null(v) => {
+            Value::String(s) => {
                 let t = s.trim();
                 let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
                 if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
@@ -1149,7 +1066,7 @@ impl Reader<'_> {
         let v = self.required(rel)?;
         let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
         match v {
-            Hocon::String(s) if !is_null(v) && s.trim().parse::<i128>().is_err() => {
+            Value::String(s) if s.trim().parse::<i128>().is_err() => {
                 match parse_quantity(s, SIZE_UNITS, false) {
                     Quantity::Ok(n) if n <= u128::from(max) => Ok(n as usize),
                     Quantity::Ok(_) | Quantity::TooLarge => {
@@ -1171,9 +1088,9 @@ impl Reader<'_> {
     fn duration(&self, rel: &str) -> Result<Duration, ConfigError> {
         let v = self.required(rel)?;
         let text = match v {
-            Hocon::Integer(i) => i.to_string(),
-            Hocon::Real(f) if f.is_finite() => format!("{f}"),
-            Hocon::String(s) if !is_null(v) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Real(f) if f.is_finite() => format!("{f}"),
+            Value::String(s) => s.clone(),
             _ => return Err(self.wrong_type(rel, "a duration", v)),
         };
         match parse_quantity(&text, DURATION_UNITS, true) {
@@ -1198,14 +1115,14 @@ impl Reader<'_> {
     fn optional_address(&self, rel: &str) -> Result<Option<SocketAddr>, ConfigError> {
         match self.get(rel) {
             None => Ok(None),
-            Some(v) if is_null(v) => Ok(None),
+            Some(Value::Null) => Ok(None),
             Some(v) => self.parse_address(rel, v).map(Some),
         }
     }
 
-    fn parse_address(&self, rel: &str, v: &Hocon) -> Result<SocketAddr, ConfigError> {
+    fn parse_address(&self, rel: &str, v: &Value) -> Result<SocketAddr, ConfigError> {
         match v {
-            Hocon::String(s) if !is_null(v) => s.trim().parse().map_err(|_| {
+            Value::String(s) => s.trim().parse().map_err(|_| {
                 self.invalid(
                     rel,
                     v,
@@ -1222,7 +1139,7 @@ impl Reader<'_> {
     /// A list of IP:PORT strings, at most `max` of them.
     fn address_list(&self, rel: &str, max: usize) -> Result<Vec<SocketAddr>, ConfigError> {
         let v = self.required(rel)?;
-        let Hocon::Array(items) = v else {
+        let Value::List(items) = v else {
             return Err(self.wrong_type(rel, "a list of IP:PORT addresses in quotes", v));
         };
         if items.len() > max {
@@ -1241,7 +1158,7 @@ impl Reader<'_> {
     fn string(&self, rel: &str) -> Result<String, ConfigError> {
         let v = self.required(rel)?;
         match v {
-            Hocon::String(s) => Ok(s.clone()),
+            Value::String(s) => Ok(s.clone()),
             _ => Err(self.wrong_type(rel, "a string", v)),
         }
     }
@@ -1249,8 +1166,8 @@ impl Reader<'_> {
     fn optional_string(&self, rel: &str) -> Result<Option<String>, ConfigError> {
         match self.get(rel) {
             None => Ok(None),
-            Some(v) if is_null(v) => Ok(None),
-            Some(Hocon::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(v) => Err(self.wrong_type(rel, "a string", v)),
         }
     }
@@ -1306,195 +1223,6 @@ impl Reader<'_> {
     }
 }
 
-/// Best-effort location of a HOCON syntax error (the parser reports none): unbalanced
-/// braces and brackets, unterminated strings, unquoted values containing `:` (such as
-/// an address) and keys without a value.
-fn diagnose_syntax(text: &str) -> String {
-    if let Some(problem) = structure_problem(text) {
-        return problem;
-    }
-    for (i, raw) in text.lines().enumerate() {
-        let line = strip_comment(raw).trim();
-        if line.is_empty() || line.starts_with("include") {
-            continue;
-        }
-        let Some(sep) = line.find(['=', ':']) else {
-            continue;
-        };
-        let key = line[..sep].trim();
-        let value = line[sep + 1..].trim().trim_end_matches(',').trim();
-        if key.is_empty() || key.contains(['{', '}', '"']) {
-            continue;
-        }
-        let value = value.trim_end_matches('}').trim();
-        if value.is_empty() && !line[sep + 1..].contains('{') {
-            return format!("line {}: {key} has no value", i + 1);
-        }
-        if !value.starts_with(['"', '{', '[', '$']) && value.contains(':') {
-            return format!(
-                "line {}: unquoted value {value} contains ':' (write it in quotes: \"{value}\")",
-                i + 1
-            );
-        }
-    }
-    let include_note = if text.lines().any(|l| l.trim_start().starts_with("include")) {
-        " (or in a file it includes)"
-    } else {
-        ""
-    };
-    format!("not valid HOCON{include_note}; the parser does not say where")
-}
-
-/// The first non-ASCII character outside quoted strings (`"..."`, `"""..."""`) and
-/// comments (`#`, `//`, up to the next line feed or carriage return), with its
-/// 1-based line.
-fn unquoted_non_ascii(text: &str) -> Option<(usize, char)> {
-    enum At {
-        Plain,
-        Quoted,
-        TripleQuoted,
-        Comment,
-    }
-    let mut at = At::Plain;
-    let mut line = 1;
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        let mut step = c.len_utf8();
-        match at {
-            At::Plain => {
-                if rest.starts_with("\"\"\"") {
-                    at = At::TripleQuoted;
-                    step = 3;
-                } else if c == '"' {
-                    at = At::Quoted;
-                } else if c == '#' || rest.starts_with("//") {
-                    at = At::Comment;
-                } else if !c.is_ascii() {
-                    return Some((line, c));
-                }
-            }
-            At::Quoted => match c {
-                '\\' => step += rest[1..].chars().next().map_or(0, char::len_utf8),
-                '"' | '\n' => at = At::Plain,
-                _ => {}
-            },
-            At::TripleQuoted => {
-                if rest.starts_with("\"\"\"") {
-                    at = At::Plain;
-                    step = 3;
-                }
-            }
-            // The parser ends a comment at a carriage return as well as at a line
-            // feed (found by fuzzing: `#x\rʒ` panicked it), so the scan does too.
-            At::Comment => {
-                if c == '\n' || c == '\r' {
-                    at = At::Plain;
-                }
-            }
-        }
-        line += rest[..step].matches('\n').count();
-        rest = &rest[step..];
-    }
-    None
-}
-
-/// The line without a `#` or `//` comment (ignoring markers inside quotes).
-fn strip_comment(line: &str) -> &str {
-    let mut in_string = false;
-    let mut prev = '\0';
-    for (i, c) in line.char_indices() {
-        match c {
-            '"' if prev != '\\' => in_string = !in_string,
-            '#' if !in_string => return &line[..i],
-            '/' if !in_string && line[i + 1..].starts_with('/') => return &line[..i],
-            _ => {}
-        }
-        prev = c;
-    }
-    line
-}
-
-fn structure_problem(text: &str) -> Option<String> {
-    let mut stack: Vec<(char, usize)> = Vec::new();
-    let mut line = 1;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\n' => line += 1,
-            '#' => {
-                while chars.peek().is_some_and(|&c| c != '\n') {
-                    chars.next();
-                }
-            }
-            '/' if chars.peek() == Some(&'/') => {
-                while chars.peek().is_some_and(|&c| c != '\n') {
-                    chars.next();
-                }
-            }
-            '"' => {
-                let start = line;
-                let rest: String = chars.clone().take(2).collect();
-                if rest == "\"\"" {
-                    chars.next();
-                    chars.next();
-                    let mut quotes = 0;
-                    loop {
-                        match chars.next() {
-                            None => {
-                                return Some(format!(
-                                    "line {start}: the \"\"\" string is never closed"
-                                ));
-                            }
-                            Some('"') => {
-                                quotes += 1;
-                                if quotes == 3 {
-                                    break;
-                                }
-                            }
-                            Some(c) => {
-                                if c == '\n' {
-                                    line += 1;
-                                }
-                                quotes = 0;
-                            }
-                        }
-                    }
-                } else {
-                    loop {
-                        match chars.next() {
-                            None | Some('\n') => {
-                                return Some(format!("line {start}: the string is never closed"));
-                            }
-                            Some('\\') => {
-                                chars.next();
-                            }
-                            Some('"') => break,
-                            Some(_) => {}
-                        }
-                    }
-                }
-            }
-            '{' | '[' => stack.push((c, line)),
-            '}' | ']' => {
-                let open = if c == '}' { '{' } else { '[' };
-                match stack.pop() {
-                    Some((o, _)) if o == open => {}
-                    Some((o, at)) => {
-                        return Some(format!(
-                            "line {line}: '{c}' does not close the '{o}' opened on line {at}"
-                        ));
-                    }
-                    None => return Some(format!("line {line}: '{c}' closes nothing")),
-                }
-            }
-            _ => {}
-        }
-    }
-    stack
-        .pop()
-        .map(|(o, at)| format!("line {at}: the '{o}' opened here is never closed"))
-}
-
 impl fmt::Display for NodeConfig {
     /// A one-line summary for logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1518,13 +1246,10 @@ mod tests {
 
     #[test]
     fn reference_defines_every_known_key_but_the_addresses() {
-        let doc = HoconLoader::new()
-            .load_str(REFERENCE_CONF)
-            .and_then(HoconLoader::hocon)
-            .expect("reference parses");
+        let doc = hocon::parse(REFERENCE_CONF, "reference.conf").expect("reference parses");
         let r = Reader {
             origin: "reference.conf",
-            root: &doc[NAMESPACE],
+            root: doc.get(NAMESPACE).expect("the reference has the namespace"),
         };
         for key in KNOWN_KEYS {
             let present = r.get(key).is_some();

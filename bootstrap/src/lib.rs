@@ -5,6 +5,7 @@
 
 pub mod boot;
 pub mod config;
+pub mod hocon;
 pub mod logging;
 pub mod node;
 pub mod status;

@@ -339,6 +339,31 @@ fn missing_include() {
 }
 
 #[test]
+fn syntax_error_in_an_included_file_names_that_file_and_line() {
+    let message = load_file(&data("include-broken.conf"))
+        .expect_err("broken include")
+        .to_string();
+    println!("{message}");
+    assert_eq!(
+        message,
+        format!(
+            "{}: syntax error: line 4: '}}' does not close the '[' opened on line 3",
+            data("broken-part.conf").display()
+        )
+    );
+}
+
+#[test]
+fn an_undefined_optional_substitution_keeps_the_reference_value() {
+    let c = load(
+        "kvstore.cluster-name = ${?KVSTORE_TEST_SURELY_UNSET}
+",
+    )
+    .expect("valid");
+    assert_eq!(c.cluster_name, "kompact-kv");
+}
+
+#[test]
 fn undefined_substitution() {
     assert_eq!(
         error("kvstore.partitions = ${kvstore.shards}\n"),

@@ -65,11 +65,12 @@ pub struct BenchConfig {
     pub client: ClientOptions,
     /// Concurrent sessions.
     pub clients: usize,
-    /// Measured time.
-    pub duration: Duration,
-    /// Stop after this many measured operations instead (if set).
+    /// Measured time; `None` measures until `ops` operations are done.
+    pub duration: Option<Duration>,
+    /// Stop after this many measured operations (or at the end of `duration`, if
+    /// that comes first).
     pub ops: Option<u64>,
-    /// Unmeasured time before.
+    /// Unmeasured time before; zero for none.
     pub warmup: Duration,
     /// Key space size.
     pub keys: u64,
@@ -83,6 +84,24 @@ pub struct BenchConfig {
     pub history: Option<std::path::PathBuf>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+}
+
+/// The measured time when none is given: 10 s, or no limit when `--ops` is given
+/// (the run then lasts until that many operations are done).
+pub fn measured_time(duration: Option<Duration>, ops: Option<u64>) -> Option<Duration> {
+    match (duration, ops) {
+        (Some(d), _) => Some(d),
+        (None, Some(_)) => None,
+        (None, None) => Some(DEFAULT_DURATION),
+    }
+}
+
+/// The measured time when neither `--duration` nor `--ops` is given.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// Whether a run that has measured `ops` operations over `measured` time is done.
+fn done(cfg: &BenchConfig, measured: Duration, ops: u64) -> bool {
+    cfg.duration.is_some_and(|d| measured >= d) || cfg.ops.is_some_and(|n| ops >= n)
 }
 
 /// The result line.
@@ -261,12 +280,18 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
     };
     let origin = Instant::now();
     let measure_from = origin + cfg.warmup;
-    let measure_until = measure_from + cfg.duration;
+    let measure_until = cfg.duration.map(|d| measure_from + d);
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let (mut ops, mut errors, mut timeouts) = (0u64, 0u64, 0u64);
     let bar = if cfg.progress {
-        let b = indicatif::ProgressBar::new((cfg.warmup + cfg.duration).as_secs().max(1));
+        // Seconds of the run, or operations when only --ops bounds it.
+        let length = match (cfg.duration, cfg.ops) {
+            (Some(d), _) => (cfg.warmup + d).as_secs(),
+            (None, Some(n)) => n,
+            (None, None) => 0,
+        };
+        let b = indicatif::ProgressBar::new(length.max(1));
         b.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -301,9 +326,12 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
     }
     flush(&mut batch);
     let mut outstanding = cfg.clients;
-    let mut stopping = false;
+    let mut stopped_at: Option<Instant> = None;
     let mut last_tick = Instant::now();
-    let hard_stop = measure_until + cfg.client.deadline * 3 + Duration::from_secs(1);
+    // Every operation completes within the client deadline, as an answer or as
+    // unavailable; a run that hears nothing for much longer stops waiting.
+    let grace = cfg.client.deadline * 3 + Duration::from_secs(1);
+    let mut last_completion = origin;
     while outstanding > 0 {
         let completion = match rx.try_recv() {
             Ok(c) => Ok(c),
@@ -317,7 +345,8 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
         let (sid, _tag, result) = match completion {
             Ok(c) => c,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if Instant::now() > hard_stop {
+                let now = Instant::now();
+                if now > last_completion + grace || measure_until.is_some_and(|u| now > u + grace) {
                     break;
                 }
                 continue;
@@ -325,6 +354,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let now = Instant::now();
+        last_completion = now;
         let Some(&idx) = by_id.get(&sid) else {
             continue;
         };
@@ -342,7 +372,11 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
         {
             let _ = writeln!(h, "{}", hop.to_json_line());
         }
-        let in_window = s.started >= measure_from && now <= measure_until;
+        // The measured window ends when the run stops: operations still in flight
+        // then complete (and go to the history) without being counted.
+        let in_window = s.started >= measure_from
+            && stopped_at.is_none()
+            && measure_until.is_none_or(|until| now <= until);
         if in_window {
             match &result {
                 Ok(_) => {
@@ -353,10 +387,10 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
                 Err(KvError::Rejected(_)) => errors += 1,
             }
         }
-        if now >= measure_until || cfg.ops.is_some_and(|n| ops >= n) {
-            stopping = true;
+        if stopped_at.is_none() && done(cfg, now.saturating_duration_since(measure_from), ops) {
+            stopped_at = Some(now);
         }
-        if stopping {
+        if stopped_at.is_some() {
             outstanding -= 1;
         } else {
             submit(s, idx, &mut rng, &mut batch);
@@ -365,7 +399,10 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
             && now - last_tick > Duration::from_millis(200)
         {
             last_tick = now;
-            b.set_position((now - origin).as_secs());
+            b.set_position(match cfg.duration {
+                Some(_) => (now - origin).as_secs(),
+                None => ops,
+            });
             let el = now.saturating_duration_since(measure_from).as_secs_f64();
             if el > 0.0 {
                 b.set_message(format!("{:.0} ops/s", ops as f64 / el));
@@ -380,12 +417,14 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
     if let Some(mut h) = history {
         h.flush().map_err(|e| e.to_string())?;
     }
-    let measured = if cfg.ops.is_some() {
-        Instant::now()
-            .min(measure_until)
-            .saturating_duration_since(measure_from)
-    } else {
-        cfg.duration
+    let measured = match (cfg.duration, cfg.ops) {
+        (Some(d), None) => d,
+        _ => {
+            let end = stopped_at.unwrap_or_else(Instant::now);
+            measure_until
+                .map_or(end, |until| end.min(until))
+                .saturating_duration_since(measure_from)
+        }
     };
     let secs = measured.as_secs_f64().max(1e-9);
     let busy = comp
@@ -412,6 +451,42 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cfg(duration: Option<Duration>, ops: Option<u64>) -> BenchConfig {
+        BenchConfig {
+            client: ClientOptions::new("127.0.0.1:45678".parse().unwrap()),
+            clients: 1,
+            duration,
+            ops,
+            warmup: Duration::ZERO,
+            keys: 1,
+            value_size: 1,
+            mix: parse_mix("get=1").unwrap(),
+            seed: 1,
+            history: None,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn a_run_with_only_ops_lasts_until_they_are_done() {
+        let c = cfg(measured_time(None, Some(1_500_000)), Some(1_500_000));
+        let hour = Duration::from_secs(3600);
+        assert!(!done(&c, hour, 493_000));
+        assert!(!done(&c, hour, 1_499_999));
+        assert!(done(&c, Duration::from_secs(1), 1_500_000));
+    }
+
+    #[test]
+    fn with_both_limits_the_first_one_reached_stops_the_run() {
+        let c = cfg(Some(Duration::from_secs(5)), Some(100));
+        assert!(!done(&c, Duration::from_secs(4), 99));
+        assert!(done(&c, Duration::from_secs(5), 10));
+        assert!(done(&c, Duration::from_secs(1), 100));
+        let c = cfg(measured_time(None, None), None);
+        assert!(!done(&c, Duration::from_secs(9), u64::MAX));
+        assert!(done(&c, DEFAULT_DURATION, 0));
+    }
 
     #[test]
     fn mixes_parse_and_bad_ones_are_explained() {

@@ -143,14 +143,16 @@ enum Cmd {
         /// Concurrent client sessions.
         #[arg(long, default_value_t = 64)]
         clients: usize,
-        /// Measured time.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Stop after this many measured operations (instead of --duration).
-        #[arg(long)]
+        /// Measured time [default: 10s, or no limit with --ops].
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Stop after this many measured operations. Alone, the run lasts until they
+        /// are done, however long that takes; with --duration, it stops at whichever
+        /// limit comes first.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         ops: Option<u64>,
-        /// Unmeasured warm-up before.
-        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        /// Unmeasured warm-up before the measured time; 0 for none.
+        #[arg(long, default_value = "1s", value_parser = parse_duration_or_zero)]
         warmup: Duration,
         /// Number of distinct keys.
         #[arg(long, default_value_t = 1000)]
@@ -182,7 +184,26 @@ enum Cmd {
     Members(status::Args),
 }
 
+/// A duration of at least 1ms: `500ms`, `2s`, `1m`, or a bare number of milliseconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
+    let ms = parse_millis(s)?;
+    if ms < 1.0 {
+        return Err(format!("{:?}: must be at least 1ms", s.trim()));
+    }
+    Ok(Duration::from_micros((ms * 1000.0) as u64))
+}
+
+/// A duration as for [`parse_duration`], or zero (`0`, `0s`, `0ms`).
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    let ms = parse_millis(s)?;
+    if ms != 0.0 && ms < 1.0 {
+        return Err(format!("{:?}: must be 0 or at least 1ms", s.trim()));
+    }
+    Ok(Duration::from_micros((ms * 1000.0) as u64))
+}
+
+/// Milliseconds in `500ms`, `2s`, `1m` or a bare number; finite and not negative.
+fn parse_millis(s: &str) -> Result<f64, String> {
     let s = s.trim();
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -197,10 +218,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60_000.0,
         _ => return Err(format!("{s:?} is not a duration (examples: 500ms, 2s, 1m)")),
     };
-    if !(ms.is_finite() && ms >= 1.0) {
-        return Err(format!("{s:?}: must be at least 1ms"));
+    if !ms.is_finite() {
+        return Err(format!("{s:?} is not a duration (examples: 500ms, 2s, 1m)"));
     }
-    Ok(Duration::from_micros((ms * 1000.0) as u64))
+    Ok(ms)
 }
 
 fn main() -> ExitCode {
@@ -271,7 +292,7 @@ fn main() -> ExitCode {
             let cfg = bench::BenchConfig {
                 client,
                 clients,
-                duration,
+                duration: bench::measured_time(duration, ops),
                 ops,
                 warmup,
                 keys,
@@ -504,5 +525,83 @@ fn check_history(path: &std::path::Path) -> ExitCode {
             eprintln!("kvstore: {e}");
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The limits `kvstore bench ARGS` runs with: (warm-up, measured time, ops).
+    fn bench(args: &[&str]) -> Result<(Duration, Option<Duration>, Option<u64>), String> {
+        let cli = Cli::try_parse_from(["kvstore", "bench"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        match cli.cmd {
+            Cmd::Bench {
+                warmup,
+                duration,
+                ops,
+                ..
+            } => Ok((warmup, bench::measured_time(duration, ops), ops)),
+            _ => Err("not bench".into()),
+        }
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn bench_defaults_to_ten_measured_seconds_after_one_of_warm_up() {
+        assert_eq!(bench(&[]), Ok((S(1), Some(S(10)), None)));
+    }
+
+    #[test]
+    fn bench_warmup_zero_means_no_warm_up() {
+        for zero in ["0", "0s", "0ms", "0.0s"] {
+            assert_eq!(
+                bench(&["--warmup", zero]),
+                Ok((Duration::ZERO, Some(S(10)), None)),
+                "{zero}"
+            );
+        }
+        assert_eq!(
+            bench(&["--warmup", "250ms"]).map(|b| b.0),
+            Ok(Duration::from_millis(250))
+        );
+        let e = bench(&["--warmup", "0.5"]).unwrap_err();
+        assert!(e.contains("must be 0 or at least 1ms"), "{e}");
+        let e = bench(&["--warmup=-1s"]).unwrap_err();
+        assert!(e.contains("--warmup"), "{e}");
+    }
+
+    #[test]
+    fn bench_ops_alone_is_not_cut_short_by_a_default_duration() {
+        assert_eq!(
+            bench(&["--ops", "1500000"]),
+            Ok((S(1), None, Some(1_500_000)))
+        );
+        // Both given: whichever comes first.
+        assert_eq!(
+            bench(&["--ops", "1500000", "--duration", "5s"]),
+            Ok((S(1), Some(S(5)), Some(1_500_000)))
+        );
+        assert_eq!(bench(&["--duration", "2m"]), Ok((S(1), Some(S(120)), None)));
+    }
+
+    #[test]
+    fn bench_refuses_empty_limits() {
+        assert!(bench(&["--ops", "0"]).is_err());
+        let e = bench(&["--duration", "0"]).unwrap_err();
+        assert!(e.contains("must be at least 1ms"), "{e}");
+        let e = bench(&["--duration", "ten"]).unwrap_err();
+        assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn durations_elsewhere_still_need_a_millisecond() {
+        assert_eq!(parse_duration("2s"), Ok(S(2)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_micros(1500)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("0.5ms").is_err());
+        assert!(Cli::try_parse_from(["kvstore", "get", "k", "--timeout", "0"]).is_err());
     }
 }

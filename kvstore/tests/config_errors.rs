@@ -163,7 +163,7 @@ fn address_without_port_is_rejected() {
 }
 
 /// A syntax error names the line rather than the key (the message for an unquoted
-/// address names the value and the line, not `kvstore.address`; reported upstream).
+/// address names the value and the line, not `kvstore.address`).
 #[test]
 fn unquoted_address_is_a_syntax_error_that_says_how_to_fix_it() {
     rejected(
