@@ -7,7 +7,7 @@ mod common;
 use common::{assert_clean, networks, results};
 use kv_ports::{KvOp, KvResult};
 use scenarios::scenario::secs;
-use scenarios::scenarios::{linearizability, ops, put_cas, resilience, template_ops};
+use scenarios::scenarios::{healing, linearizability, ops, put_cas, random, resilience, template_ops};
 
 fn value(i: usize) -> KvResult {
     KvResult::Value(format!("value{i}"))
@@ -226,5 +226,31 @@ fn template_ops_test_client_arrives_the_instant_the_table_is_installed() {
             rs.iter().all(|(_, r)| *r == Some(KvResult::NotFound)),
             "{rs:?}"
         );
+    }
+}
+
+#[test]
+fn healing_three_servers_and_two_spares_outlive_four_crashes_one_at_a_time() {
+    for (net, seed) in networks() {
+        let o = healing::spares_outlive_four_crashes(net, seed).run();
+        assert_clean(&o);
+        assert!(o.all_done, "seed {seed}: operations left unfinished");
+        let prefill = results(&o, 1);
+        assert!(
+            prefill.iter().all(|(_, r)| *r == Some(KvResult::Done)),
+            "seed {seed}: {prefill:?}"
+        );
+        let gets = results(&o, 2);
+        assert_eq!(gets.len(), 101);
+        for (i, (_, r)) in gets.iter().enumerate() {
+            assert_eq!(*r, Some(value(i)), "seed {seed}: GET test{i} after four crashes");
+        }
+        // The group has three live replicas again, running its latest epoch; four
+        // crashes means at least four moves.
+        let problems = random::redundancy_problems(&o);
+        assert!(problems.is_empty(), "seed {seed}: {problems:?}");
+        let d = o.directories.values().next().cloned().flatten().expect("a directory");
+        assert!(d.group(0).expect("partition 0").epoch >= 4, "seed {seed}");
+        assert!(random::directory_problems(&o).is_empty(), "seed {seed}");
     }
 }

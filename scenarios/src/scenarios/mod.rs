@@ -5,4 +5,5 @@ pub mod ops;
 pub mod put_cas;
 pub mod random;
 pub mod resilience;
+pub mod healing;
 pub mod template_ops;
