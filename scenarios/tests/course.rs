@@ -7,7 +7,9 @@ mod common;
 use common::{assert_clean, networks, results};
 use kv_ports::{KvOp, KvResult};
 use scenarios::scenario::secs;
-use scenarios::scenarios::{healing, linearizability, ops, put_cas, random, resilience, template_ops};
+use scenarios::scenarios::{
+    healing, linearizability, ops, put_cas, random, resilience, template_ops,
+};
 
 fn value(i: usize) -> KvResult {
     KvResult::Value(format!("value{i}"))
@@ -243,13 +245,23 @@ fn healing_three_servers_and_two_spares_outlive_four_crashes_one_at_a_time() {
         let gets = results(&o, 2);
         assert_eq!(gets.len(), 101);
         for (i, (_, r)) in gets.iter().enumerate() {
-            assert_eq!(*r, Some(value(i)), "seed {seed}: GET test{i} after four crashes");
+            assert_eq!(
+                *r,
+                Some(value(i)),
+                "seed {seed}: GET test{i} after four crashes"
+            );
         }
         // The group has three live replicas again, running its latest epoch; four
         // crashes means at least four moves.
         let problems = random::redundancy_problems(&o);
         assert!(problems.is_empty(), "seed {seed}: {problems:?}");
-        let d = o.directories.values().next().cloned().flatten().expect("a directory");
+        let d = o
+            .directories
+            .values()
+            .next()
+            .cloned()
+            .flatten()
+            .expect("a directory");
         assert!(d.group(0).expect("partition 0").epoch >= 4, "seed {seed}");
         assert!(random::directory_problems(&o).is_empty(), "seed {seed}");
     }

@@ -1,7 +1,8 @@
 //! Random fault schedules, each fully determined by one seed.
 //!
 //! A schedule picks a cluster shape (5 servers / 2 partitions / 3 replicas, or 3
-//! servers / 1 partition / 3 replicas), a delay model (zero, uniform 3–7 ms or
+//! servers / 1 partition / 3 replicas) plus 0–2 spare servers that start between 2
+//! and 3.5 s and join the running cluster, a delay model (zero, uniform 3–7 ms or
 //! uniform 1–20 ms), and:
 //! - at 3 s, 3–6 clients with 1–3 closed-loop sessions each on a small key space
 //!   (so operations collide);
@@ -62,12 +63,25 @@ pub fn scenario(seed: u64) -> Scenario {
     let keys: Vec<String> = (0..rng.range_inclusive(2, 6))
         .map(|i| format!("k{i}"))
         .collect();
+    // Spares: 0–2 servers beyond the boot threshold, started once the cluster runs;
+    // they join as members without replicas and take over lost ones. Drawn from a
+    // stream of their own, like restarts.
+    let mut joins = SplitMix64::new(mix64(seed ^ 0x7370_6172_6573));
+    let spares = joins.below(3) as usize;
+    let total = n + spares;
+    let gap = ms(rng.range_inclusive(0, 300));
     let mut sc = Scenario::new("random")
         .seed(seed)
         .network(delay)
-        .cluster(n, partitions, r)
-        .replace_after(REPLACE_AFTER)
-        .start_nodes(Duration::ZERO, ms(rng.range_inclusive(0, 300)));
+        .cluster(total, partitions, r)
+        .boot_threshold(n)
+        .replace_after(REPLACE_AFTER);
+    for i in 1..=n {
+        sc = sc.start_node(gap * (i as u32 - 1), i);
+    }
+    for i in n + 1..=total {
+        sc = sc.start_node(secs(2) + ms(joins.below(1500)), i);
+    }
 
     // Closed-loop clients.
     let clients = rng.range_inclusive(3, 6) as usize;
@@ -102,7 +116,7 @@ pub fn scenario(seed: u64) -> Scenario {
         let at = secs(4) + ms(rng.below(8000));
         match rng.below(3) {
             0 => {
-                let victim = rng.range_inclusive(1, n as u64) as usize;
+                let victim = rng.range_inclusive(1, total as u64) as usize;
                 let mut after = dead.clone();
                 after.push(victim);
                 if !dead.contains(&victim) && minority_everywhere(table.as_ref(), &after) {
@@ -120,7 +134,7 @@ pub fn scenario(seed: u64) -> Scenario {
             1 => {
                 let mut a = Vec::new();
                 let mut b = Vec::new();
-                for i in 1..=n {
+                for i in 1..=total {
                     if rng.chance(0.5) {
                         a.push(i)
                     } else {
@@ -133,8 +147,8 @@ pub fn scenario(seed: u64) -> Scenario {
                 }
             }
             _ => {
-                let x = rng.range_inclusive(1, n as u64) as usize;
-                let y = rng.range_inclusive(1, n as u64) as usize;
+                let x = rng.range_inclusive(1, total as u64) as usize;
+                let y = rng.range_inclusive(1, total as u64) as usize;
                 if x != y {
                     sc = sc.at(
                         at,
@@ -145,13 +159,14 @@ pub fn scenario(seed: u64) -> Scenario {
         }
     }
     sc = sc.heal(HEAL_ALL_AT);
-    if !restarted.is_empty() {
-        // A restarted bootstrap server gets back in through its seeds.
+    if !restarted.is_empty() || spares > 0 {
+        // A restarted bootstrap server, and spares while it is down, get in through
+        // their seeds.
         sc = sc.with_seeds();
     }
 
     // The checking client: every key read, then written, one after the other.
-    let live: Vec<usize> = (1..=n).filter(|i| !dead.contains(i)).collect();
+    let live: Vec<usize> = (1..=total).filter(|i| !dead.contains(i)).collect();
     let contact = live[rng.below(live.len() as u64) as usize];
     let mut check_ops = Vec::new();
     for k in &keys {
