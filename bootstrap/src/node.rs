@@ -26,7 +26,7 @@ use kompact::prelude::*;
 use kv_components::ble::{BleComp, BleSettings};
 use kv_components::connect::{Connector, connect_to, connector};
 use kv_components::epfd::{EpfdComp, EpfdSettings};
-use kv_components::kv_replica::{EpochEnded, KvReplica, KvReplicaSettings};
+use kv_components::kv_replica::{EpochEnded, KvReplica, KvReplicaSettings, ReplicaControl};
 use kv_components::metrics::{Metrics, MetricsServer};
 use kv_components::overlay::{Overlay, OverlaySettings};
 use kv_components::perfect_link::{PerfectLinkComp, PerfectLinkConfig};
@@ -343,12 +343,18 @@ impl NodeHost {
                 h.replicas
                     .iter()
                     .find(|r| r.partition == p)
-                    .map(|r| (r.epoch, r.paxos.clone()))
+                    .map(|r| (r.epoch, r.paxos.clone(), Some(r.replica.clone())))
             };
-            if let Some((epoch, paxos)) = &running
+            if let Some((epoch, paxos, replica)) = &running
                 && *epoch < g.epoch
             {
                 if *epoch + 1 == g.epoch && !g.settled {
+                    if let Some(r) = &replica {
+                        r.actor_ref().tell(ReplicaControl::Next {
+                            epoch: g.epoch,
+                            replicas: g.addrs(),
+                        });
+                    }
                     paxos.actor_ref().tell(PaxosControl::Stop);
                 } else {
                     // That epoch is over without this replica: its state comes

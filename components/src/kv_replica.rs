@@ -134,7 +134,7 @@ pub struct KvReplica {
     last_snapshot: u64,
     /// Own proposals not yet decided: (client, seq) → the clock when proposed, and
     /// the wall-clock instant (for the latency histogram only).
-    inflight: BTreeMap<(u64, u64), (u64, Instant)>,
+    inflight: BTreeMap<(u64, u64), (u64, Instant, NodeId)>,
     /// Operations waiting for a decision over all replicas of this node (this
     /// replica's own `inflight.len()` unless shared with `with_node_inflight`).
     node_inflight: Arc<AtomicUsize>,
@@ -147,6 +147,9 @@ pub struct KvReplica {
     stopped: bool,
     /// Who learns that the epoch ended.
     on_epoch_end: Option<Recipient<EpochEnded>>,
+    /// The configuration that follows this one (epoch, replicas), once the host
+    /// told; clients waiting here when the epoch ends are sent there.
+    next: Option<(u64, Vec<NodeId>)>,
     metrics: Arc<Metrics>,
     partition_metrics: Arc<PartitionMetrics>,
 }
@@ -169,6 +172,7 @@ impl KvReplica {
             planted_bug: PLANTED_BUG.with(Cell::get),
             stopped: false,
             on_epoch_end: None,
+            next: None,
             metrics: Arc::default(),
             partition_metrics: Arc::default(),
             s,
@@ -229,8 +233,23 @@ impl KvReplica {
             serving: false,
         });
         let waiting: Vec<(u64, u64)> = self.inflight.keys().copied().collect();
+        let (next_epoch, replicas) = self.next.clone().unwrap_or_else(|| (epoch + 1, Vec::new()));
         for key in &waiting {
-            self.inflight_remove(key);
+            if let Some((_, _, to)) = self.inflight_remove(key) {
+                let reason = Refusal::Moved {
+                    partition: self.s.partition,
+                    epoch: next_epoch,
+                    replicas: replicas.clone(),
+                };
+                self.send_client(
+                    to,
+                    ClientMessage::Refused {
+                        client: key.0,
+                        seq: key.1,
+                        reason,
+                    },
+                );
+            }
         }
         if let Some(to) = &self.on_epoch_end {
             to.tell(EpochEnded {
@@ -249,17 +268,17 @@ impl KvReplica {
         self
     }
 
-    fn inflight_insert(&mut self, key: (u64, u64)) {
+    fn inflight_insert(&mut self, key: (u64, u64), reply_to: NodeId) {
         if self
             .inflight
-            .insert(key, (self.now_ms, Instant::now()))
+            .insert(key, (self.now_ms, Instant::now(), reply_to))
             .is_none()
         {
             self.node_inflight.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn inflight_remove(&mut self, key: &(u64, u64)) -> Option<(u64, Instant)> {
+    fn inflight_remove(&mut self, key: &(u64, u64)) -> Option<(u64, Instant, NodeId)> {
         let removed = self.inflight.remove(key);
         if removed.is_some() {
             self.node_inflight.fetch_sub(1, Ordering::Relaxed);
@@ -334,7 +353,7 @@ impl KvReplica {
             self.refuse(reply_to, &req, Refusal::Busy);
             return None;
         }
-        self.inflight_insert(key);
+        self.inflight_insert(key, reply_to);
         Some(KvCommand {
             client: req.client,
             seq: req.seq,
@@ -392,7 +411,7 @@ impl KvReplica {
                 Applied::Executed(result) | Applied::Duplicate(result) => {
                     let op = OpKind::of(&cmd.op);
                     self.metrics.count_op(op, Outcome::of_result(&result));
-                    if let Some((_, at)) = started {
+                    if let Some((_, at, _)) = started {
                         self.metrics.observe_latency(op, at.elapsed());
                     }
                     answer = Some((
@@ -529,7 +548,7 @@ impl Require<Timer> for KvReplica {
             // crashed) is forgotten after a while; the client has retried by then.
             let horizon = self.now_ms.saturating_sub(30_000);
             let before = self.inflight.len();
-            self.inflight.retain(|_, (t, _)| *t >= horizon);
+            self.inflight.retain(|_, (t, _, _)| *t >= horizon);
             self.node_inflight
                 .fetch_sub(before - self.inflight.len(), Ordering::Relaxed);
         }
@@ -537,11 +556,27 @@ impl Require<Timer> for KvReplica {
     }
 }
 
-impl Actor for KvReplica {
-    type Message = Never;
+/// What the node host tells a replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicaControl {
+    /// The group moves to configuration `epoch` on `replicas` (this replica's epoch
+    /// is ending).
+    Next {
+        /// The next epoch.
+        epoch: u64,
+        /// Its replicas.
+        replicas: Vec<NodeId>,
+    },
+}
 
-    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
-        match msg {}
+impl Actor for KvReplica {
+    type Message = ReplicaControl;
+
+    fn receive_local(&mut self, msg: ReplicaControl) -> HandlerResult {
+        match msg {
+            ReplicaControl::Next { epoch, replicas } => self.next = Some((epoch, replicas)),
+        }
+        Handled::OK
     }
 
     fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {

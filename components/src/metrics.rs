@@ -78,10 +78,12 @@ pub enum Outcome {
     NotReady,
     /// Refused: the client named another cluster.
     WrongCluster,
+    /// Refused: the partition moved to another configuration of its group.
+    Moved,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::NotFound,
         Outcome::CasMismatch,
@@ -89,6 +91,7 @@ impl Outcome {
         Outcome::TooLarge,
         Outcome::NotReady,
         Outcome::WrongCluster,
+        Outcome::Moved,
     ];
 
     /// The outcome of a decided result.
@@ -107,6 +110,7 @@ impl Outcome {
             Refusal::TooLarge(_) => Outcome::TooLarge,
             Refusal::NotReady(_) => Outcome::NotReady,
             Refusal::WrongCluster(_) => Outcome::WrongCluster,
+            Refusal::Moved { .. } => Outcome::Moved,
         }
     }
 
@@ -120,6 +124,7 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::NotReady => "not_ready",
             Outcome::WrongCluster => "wrong_cluster",
+            Outcome::Moved => "moved",
         }
     }
 }

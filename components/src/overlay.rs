@@ -47,6 +47,7 @@ pub struct Overlay {
     boot_port: RequiredPort<Bootstrapping>,
     s: OverlaySettings,
     table: Option<Arc<LookupTable>>,
+    directory: Option<Arc<kv_ports::Directory>>,
     /// Why this node serves nobody, once it knows it is not in the table.
     not_in_table: Option<String>,
     /// Partitions with a replica on this node.
@@ -74,6 +75,7 @@ impl Overlay {
             boot_port: RequiredPort::uninitialised(),
             s,
             table: None,
+            directory: None,
             not_in_table: None,
             local: BTreeSet::new(),
             suspected: BTreeSet::new(),
@@ -315,8 +317,27 @@ impl Require<PerfectLink> for Overlay {
         if self.local.contains(&routed.partition) {
             self.routing_port.trigger(routed.clone());
         } else {
-            warn!(self.ctx.log(), "dropping request forwarded for a partition not hosted here";
+            // Sent here by a node whose layout is older than ours, or just as this
+            // node's replica of the partition ended its epoch: the client retries
+            // with the group the layout names now.
+            debug!(self.ctx.log(), "request forwarded for a partition not served here";
                 "from" => %src, "partition" => routed.partition);
+            let (epoch, replicas) = self
+                .directory
+                .as_ref()
+                .and_then(|d| d.group(routed.partition))
+                .map(|g| (g.epoch, g.addrs()))
+                .unwrap_or_default();
+            for req in &routed.requests {
+                let reason = Refusal::Moved {
+                    partition: routed.partition,
+                    epoch,
+                    replicas: replicas.clone(),
+                };
+                self.metrics
+                    .count_op(OpKind::of(&req.op), Outcome::of_refusal(&reason));
+                self.refuse(routed.reply_to, req.client, req.seq, reason);
+            }
         }
         Handled::OK
     }
@@ -344,6 +365,7 @@ impl Require<Bootstrapping> for Overlay {
                 // themselves (`Serving`): a replica of a new epoch may still be
                 // fetching its state.
                 self.table = Some(layout.table);
+                self.directory = Some(layout.directory);
             }
             BootIndication::NotInTable(reason) => {
                 self.not_in_table = Some(reason);

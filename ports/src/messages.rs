@@ -141,6 +141,16 @@ pub enum Refusal {
     NotReady(String),
     /// The client named another cluster.
     WrongCluster(String),
+    /// The key's partition is served by configuration `epoch` of its group now (the
+    /// refusing replica's epoch ended): retry the same operation there.
+    Moved {
+        /// The partition.
+        partition: PartitionId,
+        /// The epoch that serves it.
+        epoch: u64,
+        /// Its replicas, when the refusing node knows them (else empty).
+        replicas: Vec<NodeId>,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -150,6 +160,9 @@ impl std::fmt::Display for Refusal {
             Refusal::Busy => f.write_str("node is busy, retry later"),
             Refusal::NotReady(s) => write!(f, "not ready: {s}"),
             Refusal::WrongCluster(s) => write!(f, "wrong cluster: {s}"),
+            Refusal::Moved {
+                partition, epoch, ..
+            } => write!(f, "partition {partition} moved to epoch {epoch}"),
         }
     }
 }

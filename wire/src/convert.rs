@@ -802,6 +802,15 @@ pub(crate) fn refusal_to_pb(r: &Refusal) -> pb::Refusal {
         Refusal::Busy => Reason::Busy(pb::Empty {}),
         Refusal::NotReady(s) => Reason::NotReady(s.clone()),
         Refusal::WrongCluster(s) => Reason::WrongCluster(s.clone()),
+        Refusal::Moved {
+            partition,
+            epoch,
+            replicas,
+        } => Reason::Moved(pb::Moved {
+            partition: *partition,
+            epoch: *epoch,
+            replicas: replicas.iter().map(addr_to_pb).collect(),
+        }),
     };
     pb::Refusal {
         reason: Some(reason),
@@ -819,6 +828,11 @@ pub(crate) fn refused_from_pb(m: pb::Refused) -> Result<ClientMessage> {
         Reason::Busy(_) => Refusal::Busy,
         Reason::NotReady(s) => Refusal::NotReady(s),
         Reason::WrongCluster(s) => Refusal::WrongCluster(s),
+        Reason::Moved(m) => Refusal::Moved {
+            partition: m.partition,
+            epoch: m.epoch,
+            replicas: map_vec(m.replicas, addr_from_pb)?,
+        },
     };
     Ok(ClientMessage::Refused {
         client: m.client,

@@ -370,13 +370,23 @@ impl ClientCore {
     /// out of order). Before the `ConnectAck` the client cannot tell a key's partition,
     /// so only later operations use the group.
     pub fn redirect(&mut self, partition: PartitionId, epoch: u64, nodes: Vec<NodeId>) {
+        self.redirect_sessions(partition, epoch, nodes);
+    }
+
+    /// [`ClientCore::redirect`]; returns the sessions it sent again.
+    fn redirect_sessions(
+        &mut self,
+        partition: PartitionId,
+        epoch: u64,
+        nodes: Vec<NodeId>,
+    ) -> Vec<ClientId> {
         if nodes.is_empty()
             || self
                 .groups
                 .get(&partition)
                 .is_some_and(|g| g.epoch >= epoch)
         {
-            return;
+            return Vec::new();
         }
         if self
             .hints
@@ -395,7 +405,7 @@ impl ClientCore {
             })
             .collect();
         self.groups.insert(partition, Group { epoch, nodes });
-        for id in moved {
+        for &id in &moved {
             let target = self.target_for_partition(Some(partition));
             if let Some(cur) = self.current_mut(id) {
                 cur.target = target;
@@ -403,6 +413,7 @@ impl ClientCore {
             }
             self.send_current(id);
         }
+        moved
     }
 
     /// Advances time by one tick: resends an unanswered `Connect`, fails connect
@@ -596,12 +607,20 @@ impl ClientCore {
                 if matches!(reason, Refusal::Busy) {
                     self.stats.busy += 1;
                 }
-                let jitter = self.rng.range_inclusive(0, BACKOFF_JITTER_MS);
-                let (now, tick_ms) = (self.now, self.t.tick_ms);
-                if let Some(cur) = self.current_mut(client) {
-                    cur.busy_count = (cur.busy_count + 1).min(BACKOFF_MAX_DOUBLINGS);
-                    let backoff_ms = (BACKOFF_BASE_MS << cur.busy_count) + jitter;
-                    cur.resend_at = Some(now + ms_to_ticks(backoff_ms, tick_ms));
+                self.back_off(client);
+            }
+            Refusal::Moved {
+                partition,
+                epoch,
+                replicas,
+            } => {
+                // Sent again at once to the new group; when that changes nothing for
+                // this operation (the group is known, or the node did not know it),
+                // after a back-off like `NotReady`: the new replicas may still be
+                // starting.
+                let resent = self.redirect_sessions(partition, epoch, replicas);
+                if !resent.contains(&client) {
+                    self.back_off(client);
                 }
             }
             Refusal::TooLarge(s) => self.complete(client, Err(KvError::Rejected(s))),
@@ -609,6 +628,18 @@ impl ClientCore {
                 client,
                 Err(KvError::Rejected(format!("wrong cluster: {s}"))),
             ),
+        }
+    }
+
+    /// Sends the session's operation again after a back-off that doubles with each
+    /// refusal in a row.
+    fn back_off(&mut self, client: ClientId) {
+        let jitter = self.rng.range_inclusive(0, BACKOFF_JITTER_MS);
+        let (now, tick_ms) = (self.now, self.t.tick_ms);
+        if let Some(cur) = self.current_mut(client) {
+            cur.busy_count = (cur.busy_count + 1).min(BACKOFF_MAX_DOUBLINGS);
+            let backoff_ms = (BACKOFF_BASE_MS << cur.busy_count) + jitter;
+            cur.resend_at = Some(now + ms_to_ticks(backoff_ms, tick_ms));
         }
     }
 

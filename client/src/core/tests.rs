@@ -696,3 +696,42 @@ fn a_gathered_request_whose_operation_completed_is_not_sent() {
         .collect();
     assert_eq!(sent, vec![(8, 1), (ME, 2)]);
 }
+
+#[test]
+fn a_moved_refusal_naming_the_new_group_resends_there_at_once() {
+    let mut core = connected(1);
+    core.submit(ME, 1, put("k", "v"));
+    assert_eq!(only_request(&out(&mut core)).0, node(1));
+    let moved = Refusal::Moved {
+        partition: 0,
+        epoch: 1,
+        replicas: vec![node(4), node(5)],
+    };
+    core.handle(node(1), refused(1, moved));
+    let (to, r) = only_request(&out(&mut core));
+    assert_eq!((to, r.client, r.seq), (node(4), ME, 1));
+    // The answer from the new group completes the operation once.
+    core.handle(node(4), response(ME, 1, "ok"));
+    assert!(matches!(out(&mut core).done[..], [(ME, 1, Ok(_))]));
+}
+
+#[test]
+fn a_moved_refusal_without_a_new_group_backs_off_and_resends_to_the_same_node() {
+    let mut core = connected(1);
+    core.submit(ME, 1, put("k", "v"));
+    out(&mut core);
+    // The refusing node did not know the new replicas yet (or they are the ones the
+    // client knows): no resend at once, which could loop at network speed.
+    for replicas in [vec![], vec![node(1)]] {
+        let moved = Refusal::Moved {
+            partition: 0,
+            epoch: 1,
+            replicas,
+        };
+        core.handle(node(1), refused(1, moved));
+        assert!(out(&mut core).sends.is_empty());
+        let o = ticks(&mut core, 60);
+        let (to, r) = only_request(&o);
+        assert_eq!((to, r.seq), (node(1), 1));
+    }
+}

@@ -367,6 +367,24 @@ pub fn client_messages() -> Vec<ClientMessage> {
             seq: 8,
             reason: Refusal::WrongCluster("other".into()),
         },
+        ClientMessage::Refused {
+            client: 3,
+            seq: 9,
+            reason: Refusal::Moved {
+                partition: 7,
+                epoch: 12,
+                replicas: vec![v4(1), v6(2)],
+            },
+        },
+        ClientMessage::Refused {
+            client: 3,
+            seq: 10,
+            reason: Refusal::Moved {
+                partition: 0,
+                epoch: 1,
+                replicas: vec![],
+            },
+        },
     ];
     let requests: Vec<ClientRequest> = ops()
         .into_iter()
