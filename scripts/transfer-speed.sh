@@ -10,19 +10,25 @@
 # loopback TCP connection in 256 KiB writes (python3). Bounded; removes what it
 # started. Not part of CI (docs/membership.md, "Measured").
 #
-# Usage: scripts/transfer-speed.sh [--mb 100] [--out DIR] [--bin PATH]
+# Also reports the time from the kill to the spare running the partition's next
+# epoch (R live replicas again). --replace-after sets membership.replace-after
+# (default 1s here; the product's default is 30s).
+#
+# Usage: scripts/transfer-speed.sh [--mb 100] [--replace-after 1s] [--out DIR] [--bin PATH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mb=100
+replace_after=1s
 out=""
 bin="${KVSTORE:-}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --mb) mb="$2"; shift 2 ;;
+        --replace-after) replace_after="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --bin) bin="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
         *) echo "transfer-speed.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -52,7 +58,7 @@ kvstore {
   partitions = 1
   replication-degree = 3
   seeds = [$seeds]
-  membership { replace-after = 1s }
+  membership { replace-after = $replace_after }
 }
 EOF
     "$bin" start --config "$out/node$i.conf" --log-level info > /dev/null 2> "$out/node$i.log" &
@@ -82,18 +88,19 @@ echo "== filling about $mb MB: $((keys * 4)) puts of 1000-byte values on $keys k
     --value-size 1000 --ops $((keys * 4)) --warmup 0 --clients 64 --timeout 10s \
     > "$out/bench.json"
 
-echo "== killing node3 (${addr[3]})"
+echo "== killing node3 (${addr[3]}), membership.replace-after = $replace_after"
+killed_at=$(date +"%b %d %H:%M:%S.%N" | cut -c1-19)
 kill -9 "${pid[3]}"
-wait_log "$out/node4.log" "partition state fetched" $(( 60 + mb ))
+wait_log "$out/node4.log" "replica started" $(( 120 + mb ))
 
-python3 - "$out/node4.log" "$mb" <<'EOF'
+python3 - "$out/node4.log" "$mb" "$killed_at" <<'EOF'
 import re, socket, sys, threading, time
 from datetime import datetime
 
-log, mb = sys.argv[1], int(sys.argv[2])
+log, mb, killed = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def stamp(line):
     return datetime.strptime(line.strip()[:19], "%b %d %H:%M:%S.%f")
-start = done = None
+start = done = running = None
 size = 0
 for line in open(log):
     if "fetching the partition's state" in line and start is None:
@@ -101,6 +108,10 @@ for line in open(log):
     if "partition state fetched" in line:
         done = stamp(line)
         size = int(re.search(r"bytes: (\d+)", line).group(1))
+    if "replica started" in line and running is None:
+        running = stamp(line)
+heal = (running - stamp(killed)).total_seconds()
+print(f"kill to the spare running the next epoch (R live replicas again): {heal:.2f} s")
 secs = (done - start).total_seconds()
 print(f"kvstore: {size} bytes fetched in {secs:.3f} s = {size / secs / 1e6:.1f} MB/s")
 
