@@ -15,6 +15,7 @@ use std::time::Instant;
 use kompact::prelude::*;
 use kv_components::epfd::EpfdComp;
 use kv_components::metrics::Gauges;
+use kv_components::network::TransportStats;
 use kv_components::perfect_link::PerfectLinkComp;
 use kv_ports::{
     NetIndication, NetRequest, Network, NodeId, NodeStatus, ReplicaStatus, StatusMessage,
@@ -32,9 +33,20 @@ pub struct StatusSource {
     epfd: Arc<Component<EpfdComp>>,
     link: Arc<Component<PerfectLinkComp>>,
     hosted: Arc<Mutex<Hosted>>,
+    /// Reads the network provider's counters, when it has any (our TCP transport).
+    transport: Arc<Mutex<Option<TransportStatsFn>>>,
 }
 
+/// Reads the transport's counters.
+pub type TransportStatsFn = Box<dyn Fn() -> Option<TransportStats> + Send>;
+
 impl StatusSource {
+    /// Lets the metrics include the transport's counters (connections, bad frames,
+    /// failed handshakes), read with `read` on every scrape.
+    pub fn set_transport_stats(&self, read: TransportStatsFn) {
+        *self.transport.lock().unwrap_or_else(|e| e.into_inner()) = Some(read);
+    }
+
     /// A source over the given components of node `me` (this process is
     /// `incarnation`).
     pub fn new(
@@ -53,6 +65,7 @@ impl StatusSource {
             epfd,
             link,
             hosted,
+            transport: Arc::default(),
         }
     }
 
@@ -114,9 +127,16 @@ impl StatusSource {
                 .map(|p| (*p, c.unacked(*p) as u64))
                 .collect::<Vec<_>>()
         });
+        let transport = self
+            .transport
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|read| read());
         Gauges {
             status,
             link_unacked,
+            transport,
         }
     }
 }

@@ -393,6 +393,8 @@ pub struct Gauges {
     pub status: NodeStatus,
     /// PerfectLink payloads waiting for acknowledgement, per peer.
     pub link_unacked: Vec<(NodeId, u64)>,
+    /// The TCP transport's counters (absent under a simulated network).
+    pub transport: Option<crate::network::TransportStats>,
 }
 
 impl Gauges {
@@ -497,6 +499,71 @@ impl Gauges {
                 w,
                 "kvstore_link_unacked{{peer=\"{}\"}} {n}",
                 escape(&peer.to_string())
+            );
+        }
+
+        if let Some(t) = &self.transport {
+            let counters: [(&str, &str, u64); 9] = [
+                (
+                    "kvstore_transport_bad_frames_total",
+                    "Connections closed for a malformed or oversized frame after the handshake.",
+                    t.bad_frames,
+                ),
+                (
+                    "kvstore_transport_handshake_failures_total",
+                    "Handshakes that failed (bad hello, other cluster, wrong secret, timeout).",
+                    t.handshake_failures,
+                ),
+                (
+                    "kvstore_transport_auth_failures_total",
+                    "Handshakes refused for a wrong or missing cluster secret.",
+                    t.auth_failures,
+                ),
+                (
+                    "kvstore_transport_connections_accepted_total",
+                    "Incoming connections accepted.",
+                    t.connections_accepted,
+                ),
+                (
+                    "kvstore_transport_connections_refused_total",
+                    "Incoming connections refused at once (over the connection limit).",
+                    t.connections_refused,
+                ),
+                (
+                    "kvstore_transport_dial_failures_total",
+                    "Outgoing connections that failed before their handshake finished.",
+                    t.dial_failures,
+                ),
+                (
+                    "kvstore_transport_frames_dropped_total",
+                    "Frames dropped: over a peer's queue limit, or for a peer given up.",
+                    t.frames_dropped,
+                ),
+                (
+                    "kvstore_transport_bytes_in_total",
+                    "Bytes read from sockets.",
+                    t.bytes_in,
+                ),
+                (
+                    "kvstore_transport_bytes_out_total",
+                    "Bytes written to sockets.",
+                    t.bytes_out,
+                ),
+            ];
+            for (name, help, v) in counters {
+                family(w, name, "counter", help);
+                let _ = writeln!(w, "{name} {v}");
+            }
+            family(
+                w,
+                "kvstore_transport_open_connections",
+                "gauge",
+                "Connections open now, handshaking ones included.",
+            );
+            let _ = writeln!(
+                w,
+                "kvstore_transport_open_connections {}",
+                t.open_connections
             );
         }
     }
@@ -723,6 +790,12 @@ mod tests {
         Gauges {
             status: status(),
             link_unacked: vec![("127.0.0.1:4001".parse().unwrap(), 7)],
+            transport: Some(crate::network::TransportStats {
+                bad_frames: 3,
+                handshake_failures: 5,
+                open_connections: 2,
+                ..Default::default()
+            }),
         }
     }
 
@@ -811,6 +884,10 @@ mod tests {
             "kvstore_is_leader{partition=\"3\"} 1",
             "kvstore_log_retained_entries{partition=\"3\"} 6",
             "kvstore_link_unacked{peer=\"127.0.0.1:4001\"} 7",
+            "kvstore_transport_bad_frames_total 3",
+            "kvstore_transport_handshake_failures_total 5",
+            "kvstore_transport_open_connections 2",
+            "kvstore_operations_total{op=\"put\",outcome=\"moved\"} 0",
             "kvstore_node_info{node=\"127.0.0.1:4000\",cluster=\"c\\\"x\"} 1",
             "kvstore_uptime_seconds 1.5",
             "kvstore_booted 0",

@@ -340,6 +340,10 @@ fn start_node(cfg: NodeConfig, level: slog::Level) -> Result<(Runtime, Node), St
     let rt = Runtime::start(cfg.transport(), 2, Some(logger))?;
     let incarnation = kv_client::random_client_id();
     let node = Node::start(&rt.system, cfg, rt.timer(), rt.net(), incarnation);
+    let network = rt.network.clone();
+    node.status_source.set_transport_stats(Box::new(move || {
+        network.on_definition(|n| n.transport_stats())
+    }));
     Ok((rt, node))
 }
 
