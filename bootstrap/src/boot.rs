@@ -16,17 +16,18 @@
 //! former incarnation are not its own. The bootstrap server is special during
 //! formation only. See `docs/membership.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kompact::prelude::*;
 use kv_components::ticker::{Ticker, ticks};
 use kv_ports::{
-    BootIndication, BootRequest, BootstrapMsg, Bootstrapping, Directory, EpfdIndication,
-    EventuallyPerfectFailureDetector, Layout, Member, NodeId, PerfectLink, PlIndication, PlPayload,
-    PlRequest, Timeout, Timer,
+    AdminOp, AdminReply, AdminRequest, AdminResult, BootIndication, BootRequest, BootstrapMsg,
+    Bootstrapping, DirCommand, Directory, EpfdIndication, EventuallyPerfectFailureDetector, Layout,
+    Member, NodeId, PerfectLink, PlIndication, PlPayload, PlRequest, ReplicaMove, Timeout, Timer,
 };
+use kv_protocols::directory::{DirError, GroupName};
 use kv_protocols::membership::{Membership, MembershipConfig, MembershipEvent, MembershipMsg};
 
 /// Settings of cluster formation and membership.
@@ -451,13 +452,321 @@ impl Require<Timer> for Bootstrap {
 }
 
 impl Actor for Bootstrap {
-    type Message = Never;
+    type Message = AdminAsk;
 
-    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
-        match msg {}
+    fn receive_local(&mut self, ask: AdminAsk) -> HandlerResult {
+        let result = match (&self.role, self.core.directory().cloned()) {
+            (Role::Booted, Some(dir)) => {
+                let down = self.core.suspected();
+                let pending: Vec<DirCommand> = self.core.pending().cloned().collect();
+                let (result, submit) = plan_admin(&dir, &ask.req.op, &down, &pending);
+                info!(self.ctx.log(), "operator request"; "from" => %ask.src,
+                    "op" => ?ask.req.op, "result" => ?result);
+                for cmd in submit {
+                    self.core.submit(cmd);
+                }
+                self.flush_core();
+                result
+            }
+            _ => AdminResult::NotReady,
+        };
+        ask.reply_to.tell(AdminAnswer {
+            dst: ask.src,
+            reply: AdminReply {
+                nonce: ask.req.nonce,
+                result,
+            },
+        });
+        Handled::OK
     }
 
     fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
         Handled::OK
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Operator requests (`kvstore remove`, `kvstore rebalance`)
+
+/// An operator's request that arrived from `src`, handed to the [`Bootstrap`]
+/// component (which holds the membership core); the answer goes to `reply_to`.
+#[derive(Debug)]
+pub struct AdminAsk {
+    /// Who asked (the answer's destination).
+    pub src: NodeId,
+    /// The request.
+    pub req: AdminRequest,
+    /// Where the answer goes.
+    pub reply_to: Recipient<AdminAnswer>,
+}
+
+/// The answer to an [`AdminAsk`], to be sent to `dst`.
+#[derive(Debug)]
+pub struct AdminAnswer {
+    /// The asker.
+    pub dst: NodeId,
+    /// The answer.
+    pub reply: AdminReply,
+}
+
+/// The move a reconfiguration makes: the replica it drops and the one it adds.
+fn move_of(dir: &Directory, cmd: &DirCommand) -> Option<ReplicaMove> {
+    let DirCommand::Reconfigure {
+        group,
+        from_epoch,
+        replicas,
+    } = cmd
+    else {
+        return None;
+    };
+    let cfg = dir.group(*group)?;
+    let from = cfg
+        .replicas
+        .iter()
+        .find(|m| !replicas.iter().any(|r| r.addr == m.addr))?
+        .addr;
+    let to = replicas.iter().find(|r| !cfg.contains(r.addr))?.addr;
+    Some(ReplicaMove {
+        group: *group,
+        from_epoch: *from_epoch,
+        from,
+        to,
+    })
+}
+
+/// A submitted reconfiguration of the same group and epoch as `cmd`, if any: the
+/// move already under way, which a new plan must not race.
+fn pending_twin<'a>(cmd: &DirCommand, pending: &'a [DirCommand]) -> Option<&'a DirCommand> {
+    let DirCommand::Reconfigure {
+        group, from_epoch, ..
+    } = cmd
+    else {
+        return None;
+    };
+    pending.iter().find(|p| {
+        matches!(p, DirCommand::Reconfigure { group: g, from_epoch: e, .. }
+            if g == group && e == from_epoch)
+    })
+}
+
+/// Plans the next step of an operator's request from the node's directory, the
+/// nodes its failure detector suspects (`down`) and the commands it submitted that
+/// have not taken effect (`pending`): what to answer, and the commands to submit.
+/// Pure, so it is tested without a component.
+pub fn plan_admin(
+    dir: &Directory,
+    op: &AdminOp,
+    down: &BTreeSet<NodeId>,
+    pending: &[DirCommand],
+) -> (AdminResult, Vec<DirCommand>) {
+    let moves_for = |cmds: Vec<DirCommand>| {
+        let mut moves = Vec::new();
+        let mut submit = Vec::new();
+        for cmd in cmds {
+            let effective = match pending_twin(&cmd, pending) {
+                Some(twin) => twin.clone(),
+                None => {
+                    submit.push(cmd.clone());
+                    cmd
+                }
+            };
+            if let Some(m) = move_of(dir, &effective) {
+                moves.push(m);
+            }
+        }
+        if moves.is_empty() {
+            (
+                AdminResult::Wait("the directory has not shown the last move yet".into()),
+                submit,
+            )
+        } else {
+            (AdminResult::Moving(moves), submit)
+        }
+    };
+    match op {
+        AdminOp::Remove(addr) => match dir.plan_removal(*addr, down) {
+            Err(DirError::NotAMember(_)) => (AdminResult::NotAMember, Vec::new()),
+            Err(e @ DirError::Unsettled(_)) => (AdminResult::Wait(e.to_string()), Vec::new()),
+            Err(DirError::StillReplicates(gs)) => {
+                let names: Vec<String> = gs.iter().map(|g| GroupName(*g).to_string()).collect();
+                (
+                    AdminResult::Refused(format!(
+                        "no other live member can take its replica of {}",
+                        names.join(", ")
+                    )),
+                    Vec::new(),
+                )
+            }
+            Err(e) => (AdminResult::Refused(e.to_string()), Vec::new()),
+            Ok(cmds) if cmds.iter().all(|c| matches!(c, DirCommand::Remove(_))) => {
+                // Its former groups may still need it to end their previous epoch
+                // and hand over the state: it leaves once they all moved on.
+                let moving = dir.group_ids().find(|g| {
+                    dir.group(*g)
+                        .is_some_and(|c| !c.settled && c.previous.iter().any(|m| m.addr == *addr))
+                });
+                match moving {
+                    Some(g) => (
+                        AdminResult::Wait(DirError::Unsettled(g).to_string()),
+                        Vec::new(),
+                    ),
+                    None => (AdminResult::Removing, cmds),
+                }
+            }
+            Ok(cmds) => moves_for(cmds),
+        },
+        AdminOp::Rebalance => {
+            let loads: Vec<usize> = dir
+                .members()
+                .iter()
+                .filter(|m| !down.contains(&m.addr))
+                .map(|m| dir.load(m.addr))
+                .collect();
+            let (Some(min), Some(max)) = (loads.iter().min(), loads.iter().max()) else {
+                return (AdminResult::Refused("no member is live".into()), Vec::new());
+            };
+            if *max <= min + 1 {
+                return (
+                    AdminResult::Balanced {
+                        min: *min as u64,
+                        max: *max as u64,
+                    },
+                    Vec::new(),
+                );
+            }
+            let unsettled = dir
+                .group_ids()
+                .find(|g| dir.group(*g).is_some_and(|c| !c.settled));
+            if let Some(g) = unsettled {
+                return (
+                    AdminResult::Wait(DirError::Unsettled(g).to_string()),
+                    Vec::new(),
+                );
+            }
+            match dir.plan_rebalance(down) {
+                Some(cmd) => moves_for(vec![cmd]),
+                None => (
+                    AdminResult::Refused(format!(
+                        "live members hold {min} to {max} replicas, but no group can move \
+                         from the most to the least loaded one"
+                    )),
+                    Vec::new(),
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv_protocols::directory::DIRECTORY_GROUP;
+
+    fn addr(i: u16) -> NodeId {
+        format!("127.0.0.1:{}", 4000 + i).parse().unwrap()
+    }
+
+    fn member(i: u16) -> Member {
+        Member {
+            addr: addr(i),
+            incarnation: 100 + u64::from(i),
+        }
+    }
+
+    /// Three members holding one partition and the directory, and two spares.
+    fn cluster() -> Directory {
+        let mut d = Directory::seed(vec![member(1), member(2), member(3)], 1, 3).unwrap();
+        d.apply(&DirCommand::Join(member(4)));
+        d.apply(&DirCommand::Join(member(5)));
+        d
+    }
+
+    #[test]
+    fn remove_moves_every_replica_then_removes_the_member() {
+        let mut d = cluster();
+        let none = BTreeSet::new();
+        let (r, cmds) = plan_admin(&d, &AdminOp::Remove(addr(1)), &none, &[]);
+        let AdminResult::Moving(moves) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(moves.len(), 2, "partition 0 and the directory");
+        assert!(moves.iter().all(|m| m.from == addr(1) && m.from_epoch == 0));
+        assert!(moves.iter().any(|m| m.group == DIRECTORY_GROUP));
+        // Asked again before the directory shows them: the same moves, nothing new.
+        let (again, resubmit) = plan_admin(&d, &AdminOp::Remove(addr(1)), &none, &cmds);
+        assert_eq!(again, AdminResult::Moving(moves.clone()));
+        assert!(resubmit.is_empty());
+        for c in &cmds {
+            d.apply(c);
+        }
+        // Partition 0 has not decided its stop-sign yet.
+        let (r, cmds) = plan_admin(&d, &AdminOp::Remove(addr(1)), &none, &[]);
+        assert!(matches!(r, AdminResult::Wait(_)), "{r:?}");
+        assert!(cmds.is_empty());
+        d.apply(&DirCommand::Stopped { group: 0, epoch: 0 });
+        let (r, cmds) = plan_admin(&d, &AdminOp::Remove(addr(1)), &none, &[]);
+        assert_eq!(r, AdminResult::Removing);
+        assert_eq!(cmds, vec![DirCommand::Remove(addr(1))]);
+        d.apply(&cmds[0]);
+        let (r, _) = plan_admin(&d, &AdminOp::Remove(addr(1)), &none, &[]);
+        assert_eq!(r, AdminResult::NotAMember);
+    }
+
+    #[test]
+    fn remove_without_a_live_member_to_take_over_is_refused() {
+        let d = Directory::seed(vec![member(1), member(2), member(3)], 1, 3).unwrap();
+        let (r, cmds) = plan_admin(&d, &AdminOp::Remove(addr(2)), &BTreeSet::new(), &[]);
+        assert!(
+            matches!(&r, AdminResult::Refused(why) if why.contains("partition 0")),
+            "{r:?}"
+        );
+        assert!(cmds.is_empty());
+        let (r, _) = plan_admin(&d, &AdminOp::Remove(addr(9)), &BTreeSet::new(), &[]);
+        assert_eq!(r, AdminResult::NotAMember);
+    }
+
+    #[test]
+    fn rebalance_moves_until_loads_differ_by_at_most_one() {
+        let mut d = cluster();
+        let none = BTreeSet::new();
+        let mut steps = 0;
+        loop {
+            let (r, cmds) = plan_admin(&d, &AdminOp::Rebalance, &none, &[]);
+            match r {
+                AdminResult::Balanced { min, max } => {
+                    assert!(max <= min + 1);
+                    break;
+                }
+                AdminResult::Moving(moves) => {
+                    assert_eq!(moves.len(), 1);
+                    for c in &cmds {
+                        d.apply(c);
+                        if let DirCommand::Reconfigure {
+                            group, from_epoch, ..
+                        } = c
+                            && *group != DIRECTORY_GROUP
+                        {
+                            d.apply(&DirCommand::Stopped {
+                                group: *group,
+                                epoch: *from_epoch,
+                            });
+                        }
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+            steps += 1;
+            assert!(steps < 10, "rebalance does not converge");
+        }
+        assert!(steps >= 1);
+    }
+
+    #[test]
+    fn a_node_that_suspects_everyone_else_refuses_nothing_silently() {
+        let d = cluster();
+        let down: BTreeSet<NodeId> = [addr(2), addr(3), addr(4), addr(5)].into();
+        let (r, cmds) = plan_admin(&d, &AdminOp::Remove(addr(1)), &down, &[]);
+        assert!(matches!(r, AdminResult::Refused(_)), "{r:?}");
+        assert!(cmds.is_empty());
     }
 }

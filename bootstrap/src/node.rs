@@ -774,7 +774,8 @@ impl Node {
             link.clone(),
             hosted.clone(),
         );
-        let status = system.create(|| StatusComp::new(status_source.clone()));
+        let admin = boot.actor_ref();
+        let status = system.create(|| StatusComp::new(status_source.clone(), admin));
         connect_to(&net, &status);
 
         let log = system.logger().clone();

@@ -21,6 +21,7 @@ use kv_ports::{
     NetIndication, NetRequest, Network, NodeId, NodeStatus, ReplicaStatus, StatusMessage,
 };
 
+use crate::boot::{AdminAnswer, AdminAsk};
 use crate::node::Hosted;
 
 /// Reads a node's state from its components on demand.
@@ -141,21 +142,27 @@ impl StatusSource {
     }
 }
 
-/// Answers status queries: requires [`Network`], replies to whoever asked.
+/// Answers status queries: requires [`Network`], replies to whoever asked. Admin
+/// requests (`kvstore remove`, `kvstore rebalance`) go to the `Bootstrap`
+/// component, which holds the membership core; its answer comes back as an
+/// [`AdminAnswer`] message and is sent on from here.
 #[derive(ComponentDefinition)]
 pub struct StatusComp {
     ctx: ComponentContext<Self>,
     net_port: RequiredPort<Network>,
     source: StatusSource,
+    admin: ActorRef<AdminAsk>,
 }
 
 impl StatusComp {
-    /// A component answering with what `source` reads.
-    pub fn new(source: StatusSource) -> StatusComp {
+    /// A component answering with what `source` reads, passing admin requests to
+    /// `admin`.
+    pub fn new(source: StatusSource, admin: ActorRef<AdminAsk>) -> StatusComp {
         StatusComp {
             ctx: ComponentContext::uninitialised(),
             net_port: RequiredPort::uninitialised(),
             source,
+            admin,
         }
     }
 }
@@ -164,27 +171,44 @@ ignore_lifecycle!(StatusComp);
 
 impl Require<Network> for StatusComp {
     fn handle(&mut self, ind: NetIndication) -> HandlerResult {
-        if let NetIndication::Deliver {
-            src,
-            msg: kv_ports::NetMessage::Status(StatusMessage::Request(req)),
-        } = ind
-        {
-            debug!(self.ctx.log(), "answering a status query"; "from" => %src);
-            let status = self.source.collect(req.nonce);
-            self.net_port.trigger(NetRequest::Send {
-                dst: src,
-                msg: kv_ports::NetMessage::Status(StatusMessage::Reply(Box::new(status))),
-            });
+        match ind {
+            NetIndication::Deliver {
+                src,
+                msg: kv_ports::NetMessage::Status(StatusMessage::Request(req)),
+            } => {
+                debug!(self.ctx.log(), "answering a status query"; "from" => %src);
+                let status = self.source.collect(req.nonce);
+                self.net_port.trigger(NetRequest::Send {
+                    dst: src,
+                    msg: kv_ports::NetMessage::Status(StatusMessage::Reply(Box::new(status))),
+                });
+            }
+            NetIndication::Deliver {
+                src,
+                msg: kv_ports::NetMessage::Status(StatusMessage::Admin(req)),
+            } => {
+                debug!(self.ctx.log(), "passing on an operator request"; "from" => %src);
+                self.admin.tell(AdminAsk {
+                    src,
+                    req,
+                    reply_to: self.actor_ref().recipient(),
+                });
+            }
+            _ => {}
         }
         Handled::OK
     }
 }
 
 impl Actor for StatusComp {
-    type Message = Never;
+    type Message = AdminAnswer;
 
-    fn receive_local(&mut self, msg: Self::Message) -> HandlerResult {
-        match msg {}
+    fn receive_local(&mut self, a: AdminAnswer) -> HandlerResult {
+        self.net_port.trigger(NetRequest::Send {
+            dst: a.dst,
+            msg: kv_ports::NetMessage::Status(StatusMessage::AdminReply(a.reply)),
+        });
+        Handled::OK
     }
 
     fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {

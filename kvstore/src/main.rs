@@ -1,5 +1,6 @@
 //! `kvstore`: run a kompact-kv node, a local demo cluster, or talk to a cluster.
 
+mod admin;
 mod bench;
 mod gaps;
 mod status;
@@ -182,6 +183,17 @@ enum Cmd {
     /// The cluster's members (from the endpoint's directory): incarnation, whether
     /// that process answers, and the replicas it runs.
     Members(status::Args),
+    /// Take a member out: move each of its replicas to another live member, then
+    /// remove it from the directory. Prints every move.
+    Remove {
+        /// The member to take out (IP:PORT).
+        addr: String,
+        #[command(flatten)]
+        args: admin::Args,
+    },
+    /// Move replicas until every live member holds N or N+1 of them. Prints every
+    /// move.
+    Rebalance(admin::Args),
 }
 
 /// A duration of at least 1ms: `500ms`, `2s`, `1m`, or a bare number of milliseconds.
@@ -262,6 +274,8 @@ fn main() -> ExitCode {
         Cmd::HistoryGaps(args) => gaps::run(&args),
         Cmd::Status(args) => status::run(&args, status::View::Status),
         Cmd::Members(args) => status::run(&args, status::View::Members),
+        Cmd::Remove { addr, args } => admin::run(&args, Some(&addr)),
+        Cmd::Rebalance(args) => admin::run(&args, None),
         Cmd::Bench {
             endpoint,
             clients,

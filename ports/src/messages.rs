@@ -223,6 +223,82 @@ pub enum StatusMessage {
     Request(StatusRequest),
     /// Node → tool: the node's view.
     Reply(Box<NodeStatus>),
+    /// Tool → node: an operator's change of the layout (`kvstore remove`,
+    /// `kvstore rebalance`). Only a booted node acts on it.
+    Admin(AdminRequest),
+    /// Node → tool: what the node did about an [`AdminRequest`].
+    AdminReply(AdminReply),
+}
+
+/// An operator's request: plan the next step of `op` from the node's directory and
+/// failure detector, and submit it to the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminRequest {
+    /// Chosen by the asker and echoed in the reply.
+    pub nonce: u64,
+    /// What to do.
+    pub op: AdminOp,
+}
+
+/// The operations of [`AdminRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminOp {
+    /// Take the member at this address out, moving its replicas first.
+    Remove(NodeId),
+    /// Move replicas until every live member's load is within one of the others'.
+    Rebalance,
+}
+
+/// The answer to an [`AdminRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminReply {
+    /// The request's nonce.
+    pub nonce: u64,
+    /// What the node did.
+    pub result: AdminResult,
+}
+
+/// One replica move submitted to the directory: in `group` (a partition, or
+/// [`kv_protocols::directory::DIRECTORY_GROUP`]), `from` is replaced by `to` and the
+/// group goes from epoch `from_epoch` to `from_epoch + 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaMove {
+    /// The group.
+    pub group: PartitionId,
+    /// The epoch the move starts from.
+    pub from_epoch: u64,
+    /// The replica taken out of the group.
+    pub from: NodeId,
+    /// The member that takes its place.
+    pub to: NodeId,
+}
+
+/// What a node did about an [`AdminRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminResult {
+    /// These moves are submitted to the directory (or were already under way); ask
+    /// again once they took effect.
+    Moving(Vec<ReplicaMove>),
+    /// The member holds no replicas any more; its removal is submitted.
+    Removing,
+    /// The address is not a member (any more).
+    NotAMember,
+    /// Every live member holds `min` to `max` replicas, `max <= min + 1`: nothing to
+    /// move.
+    Balanced {
+        /// The fewest replicas a live member holds.
+        min: u64,
+        /// The most replicas a live member holds.
+        max: u64,
+    },
+    /// A group is still moving (or a submitted move has not taken effect yet); ask
+    /// again shortly.
+    Wait(String),
+    /// The operation cannot proceed, and why (for example: no other live member can
+    /// take a replica).
+    Refused(String),
+    /// This node is not a booted member and cannot plan anything.
+    NotReady,
 }
 
 /// A status query.

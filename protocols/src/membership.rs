@@ -257,6 +257,16 @@ impl Membership {
         }
     }
 
+    /// The commands submitted here whose effect the directory does not show yet.
+    pub fn pending(&self) -> impl Iterator<Item = &DirCommand> {
+        self.wanted.iter().map(|(c, _)| c)
+    }
+
+    /// The nodes the failure detector suspects now.
+    pub fn suspected(&self) -> std::collections::BTreeSet<NodeId> {
+        self.suspected.keys().copied().collect()
+    }
+
     /// The failure detector suspects `node` (automatic replacement counts from now).
     pub fn suspect(&mut self, node: NodeId) {
         self.suspected.entry(node).or_insert(self.ticks);

@@ -35,6 +35,8 @@ pub fn ser_id_of(msg: &NetMessage) -> SerId {
         NetMessage::Status(m) => match m {
             StatusMessage::Request(_) => ids::STATUS_REQUEST,
             StatusMessage::Reply(_) => ids::STATUS_REPLY,
+            StatusMessage::Admin(_) => ids::ADMIN_REQUEST,
+            StatusMessage::AdminReply(_) => ids::ADMIN_REPLY,
         },
     }
 }
@@ -89,6 +91,8 @@ pub fn encode(msg: &NetMessage, buf: &mut impl BufMut) {
         NetMessage::Status(m) => match m {
             StatusMessage::Request(r) => pb::StatusRequest { nonce: r.nonce }.encode_raw(buf),
             StatusMessage::Reply(s) => c::status_reply_to_pb(s).encode_raw(buf),
+            StatusMessage::Admin(r) => c::admin_request_to_pb(r).encode_raw(buf),
+            StatusMessage::AdminReply(r) => c::admin_reply_to_pb(r).encode_raw(buf),
         },
     }
 }
@@ -124,6 +128,12 @@ pub fn decode(ser_id: SerId, buf: &mut dyn Buf) -> Result<NetMessage, WireError>
         ids::STATUS_REPLY => NetMessage::Status(StatusMessage::Reply(Box::new(
             c::status_reply_from_pb(pb::StatusReply::decode(buf)?)?,
         ))),
+        ids::ADMIN_REQUEST => NetMessage::Status(StatusMessage::Admin(c::admin_request_from_pb(
+            pb::AdminRequest::decode(buf)?,
+        )?)),
+        ids::ADMIN_REPLY => NetMessage::Status(StatusMessage::AdminReply(c::admin_reply_from_pb(
+            pb::AdminReply::decode(buf)?,
+        )?)),
         other => return Err(WireError::UnknownId(other)),
     })
 }
@@ -324,6 +334,15 @@ pub fn size_hint(msg: &NetMessage) -> usize {
         },
         NetMessage::Status(StatusMessage::Request(_)) => U64,
         NetMessage::Status(StatusMessage::Reply(s)) => status_len(s),
+        NetMessage::Status(StatusMessage::Admin(_)) => U64 + ADDR + 4 * LEN,
+        NetMessage::Status(StatusMessage::AdminReply(r)) => {
+            U64 + 4 * LEN
+                + match &r.result {
+                    kv_ports::AdminResult::Moving(m) => m.len() * (2 * LEN + 3 * U64 + 2 * ADDR),
+                    kv_ports::AdminResult::Wait(s) | kv_ports::AdminResult::Refused(s) => s.len(),
+                    _ => 2 * U64,
+                }
+        }
     }
 }
 
@@ -438,6 +457,8 @@ pub fn unpack(data: NetData) -> Result<NetMessage, WireError> {
         ids::REFUSED => with!(ids::REFUSED),
         ids::STATUS_REQUEST => with!(ids::STATUS_REQUEST),
         ids::STATUS_REPLY => with!(ids::STATUS_REPLY),
+        ids::ADMIN_REQUEST => with!(ids::ADMIN_REQUEST),
+        ids::ADMIN_REPLY => with!(ids::ADMIN_REPLY),
         other => return Err(WireError::UnknownId(other)),
     };
     r.map_err(|e| from_unpack_error(id, e))

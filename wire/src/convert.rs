@@ -10,8 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use kv_ports::{
-    BootstrapMsg, ClientMessage, ClientRequest, ClientResponse, LinkAck, LinkFrame, NodeStatus,
-    PlPayload, Refusal, ReplicaStatus, Routed,
+    AdminOp, AdminReply, AdminRequest, AdminResult, BootstrapMsg, ClientMessage, ClientRequest,
+    ClientResponse, LinkAck, LinkFrame, NodeStatus, PlPayload, Refusal, ReplicaMove, ReplicaStatus,
+    Routed,
 };
 use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
@@ -907,5 +908,123 @@ pub(crate) fn status_reply_from_pb(m: pb::StatusReply) -> Result<NodeStatus> {
         incarnation: m.incarnation,
         members: map_vec(m.members, member_from_pb)?,
         directory_version: m.directory_version,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Admin requests (`kvstore remove`, `kvstore rebalance`)
+
+pub(crate) fn admin_request_to_pb(r: &AdminRequest) -> pb::AdminRequest {
+    use pb::admin_request::{Op, Rebalance, Remove};
+    pb::AdminRequest {
+        nonce: r.nonce,
+        op: Some(match &r.op {
+            AdminOp::Remove(a) => Op::Remove(Remove {
+                node: Some(addr_to_pb(a)),
+            }),
+            AdminOp::Rebalance => Op::Rebalance(Rebalance {}),
+        }),
+    }
+}
+
+pub(crate) fn admin_request_from_pb(m: pb::AdminRequest) -> Result<AdminRequest> {
+    use pb::admin_request::Op;
+    Ok(AdminRequest {
+        nonce: m.nonce,
+        op: match one(m.op, "AdminRequest", "op")? {
+            Op::Remove(r) => AdminOp::Remove(req_addr(r.node, "AdminRequest.Remove", "node")?),
+            Op::Rebalance(_) => AdminOp::Rebalance,
+        },
+    })
+}
+
+pub(crate) fn admin_reply_to_pb(r: &AdminReply) -> pb::AdminReply {
+    use pb::admin_reply::{Balanced, Empty, Move, Moving, Result as R};
+    let result = match &r.result {
+        AdminResult::Moving(moves) => R::Moving(Moving {
+            moves: moves
+                .iter()
+                .map(|m| Move {
+                    group: m.group,
+                    from_epoch: m.from_epoch,
+                    from: Some(addr_to_pb(&m.from)),
+                    to: Some(addr_to_pb(&m.to)),
+                })
+                .collect(),
+        }),
+        AdminResult::Removing => R::Removing(Empty {}),
+        AdminResult::NotAMember => R::NotAMember(Empty {}),
+        AdminResult::Balanced { min, max } => R::Balanced(Balanced {
+            min: *min,
+            max: *max,
+        }),
+        AdminResult::Wait(why) => R::Wait(why.clone()),
+        AdminResult::Refused(why) => R::Refused(why.clone()),
+        AdminResult::NotReady => R::NotReady(Empty {}),
+    };
+    pb::AdminReply {
+        nonce: r.nonce,
+        result: Some(result),
+    }
+}
+
+pub(crate) fn admin_reply_from_pb(m: pb::AdminReply) -> Result<AdminReply> {
+    use pb::admin_reply::Result as R;
+    let result = match one(m.result, "AdminReply", "result")? {
+        R::Moving(mv) => {
+            if mv.moves.is_empty() {
+                return Err(WireError::Invalid {
+                    message: "AdminReply.Moving",
+                    field: "moves",
+                    rule: "at least one move",
+                });
+            }
+            AdminResult::Moving(map_vec(mv.moves, |m| {
+                let from = req_addr(m.from, "AdminReply.Move", "from")?;
+                let to = req_addr(m.to, "AdminReply.Move", "to")?;
+                if from == to {
+                    return Err(WireError::Invalid {
+                        message: "AdminReply.Move",
+                        field: "to",
+                        rule: "a move must go to another node",
+                    });
+                }
+                if m.from_epoch == u64::MAX {
+                    return Err(WireError::Invalid {
+                        message: "AdminReply.Move",
+                        field: "from_epoch",
+                        rule: "the last epoch has no next one",
+                    });
+                }
+                Ok(ReplicaMove {
+                    group: m.group,
+                    from_epoch: m.from_epoch,
+                    from,
+                    to,
+                })
+            })?)
+        }
+        R::Removing(_) => AdminResult::Removing,
+        R::NotAMember(_) => AdminResult::NotAMember,
+        R::Balanced(b) => {
+            if b.max < b.min || b.max - b.min > 1 {
+                return Err(WireError::Invalid {
+                    message: "AdminReply.Balanced",
+                    field: "max",
+                    rule: "min <= max <= min + 1",
+                });
+            }
+            AdminResult::Balanced {
+                min: b.min,
+                max: b.max,
+            }
+        }
+        R::Wait(why) => AdminResult::Wait(why),
+        R::Refused(why) => AdminResult::Refused(why),
+        R::NotReady(_) => AdminResult::NotReady,
+    };
+    Ok(AdminReply {
+        nonce: m.nonce,
+        result,
     })
 }

@@ -51,6 +51,17 @@ pub enum WireError {
     /// A directory state that fails its own checks.
     #[error("invalid directory state: {0}")]
     InvalidDirectory(#[source] kv_protocols::directory::DirDecodeError),
+    /// A field whose value breaks the message's rule (for example an empty list of
+    /// replica moves).
+    #[error("{message}.{field}: {rule}")]
+    Invalid {
+        /// The protobuf message.
+        message: &'static str,
+        /// The field.
+        field: &'static str,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
     /// Kompact handed over a local (unserialised) message that is not a
     /// `kv_ports::NetMessage`, or failed in a way that is not one of ours.
     #[error("cannot unpack message: {0}")]

@@ -9,8 +9,9 @@
 //! | range | use |
 //! |---|---|
 //! | 100–109 | node ⇄ node (PerfectLink) |
-//! | 110–119 | client ⇄ node (115–116: status queries of `kvstore status`) |
-//! | 120–199 | free, for later additions (e.g. status and admin queries) |
+//! | 110–120 | client ⇄ node (115–116: status queries of `kvstore status`; 119–120:
+//! | | admin requests of `kvstore remove` and `kvstore rebalance`) |
+//! | 121–199 | free, for later additions |
 //!
 //! Rules: an id, once released, is never reused for anything else, even after its
 //! message is retired; new messages take new ids. `docs/wire.md` lists the same
@@ -38,6 +39,10 @@ pub const RESPONSE_BATCH: SerId = 118;
 pub const STATUS_REQUEST: SerId = 115;
 /// [`kv_ports::StatusMessage::Reply`] (`kvstore.wire.v1.StatusReply`).
 pub const STATUS_REPLY: SerId = 116;
+/// [`kv_ports::StatusMessage::Admin`] (`kvstore.wire.v1.AdminRequest`).
+pub const ADMIN_REQUEST: SerId = 119;
+/// [`kv_ports::StatusMessage::AdminReply`] (`kvstore.wire.v1.AdminReply`).
+pub const ADMIN_REPLY: SerId = 120;
 
 /// Every id with the name used for it in logs and in `docs/wire.md`.
 pub const ALL: &[(SerId, &str)] = &[
@@ -51,6 +56,8 @@ pub const ALL: &[(SerId, &str)] = &[
     (RESPONSE_BATCH, "RESPONSE_BATCH"),
     (STATUS_REQUEST, "STATUS_REQUEST"),
     (STATUS_REPLY, "STATUS_REPLY"),
+    (ADMIN_REQUEST, "ADMIN_REQUEST"),
+    (ADMIN_REPLY, "ADMIN_REPLY"),
 ];
 
 // Compile-time guards: every id is above kompact's reserved range and no id is
@@ -104,7 +111,7 @@ mod tests {
         for (id, name) in ALL {
             assert_eq!(name_of(*id), Some(*name));
         }
-        for id in [0, 6, 20, 99, 101, 119, 200] {
+        for id in [0, 6, 20, 99, 101, 121, 200] {
             assert_eq!(name_of(id), None);
             assert!(!is_known(id));
         }

@@ -130,6 +130,8 @@ fn ids_follow_the_message_type() {
             NetMessage::Client(ClientMessage::Refused { .. }) => ids::REFUSED,
             NetMessage::Status(StatusMessage::Request(_)) => ids::STATUS_REQUEST,
             NetMessage::Status(StatusMessage::Reply(_)) => ids::STATUS_REPLY,
+            NetMessage::Status(StatusMessage::Admin(_)) => ids::ADMIN_REQUEST,
+            NetMessage::Status(StatusMessage::AdminReply(_)) => ids::ADMIN_REPLY,
         };
         assert_eq!(ser_id_of(&msg), expected);
     }
@@ -402,5 +404,80 @@ proptest! {
             }
             other => prop_assert!(false, "decoded {:?}", other),
         }
+    }
+}
+
+/// The edge refuses admin messages that break their rules, each with its own error.
+#[test]
+fn malformed_admin_messages_are_refused_specifically() {
+    use kv_wire::pb;
+    use kv_wire::pb::admin_reply::{Balanced, Move, Moving, Result as R};
+    use prost::Message;
+    let cases: Vec<(u64, Vec<u8>, &str)> = vec![
+        (
+            ids::ADMIN_REQUEST,
+            pb::AdminRequest { nonce: 1, op: None }.encode_to_vec(),
+            "AdminRequest.op",
+        ),
+        (
+            ids::ADMIN_REQUEST,
+            pb::AdminRequest {
+                nonce: 1,
+                op: Some(pb::admin_request::Op::Remove(pb::admin_request::Remove {
+                    node: None,
+                })),
+            }
+            .encode_to_vec(),
+            "AdminRequest.Remove.node",
+        ),
+        (
+            ids::ADMIN_REPLY,
+            pb::AdminReply {
+                nonce: 1,
+                result: None,
+            }
+            .encode_to_vec(),
+            "AdminReply.result",
+        ),
+        (
+            ids::ADMIN_REPLY,
+            pb::AdminReply {
+                nonce: 1,
+                result: Some(R::Moving(Moving { moves: vec![] })),
+            }
+            .encode_to_vec(),
+            "at least one move",
+        ),
+        (
+            ids::ADMIN_REPLY,
+            pb::AdminReply {
+                nonce: 1,
+                result: Some(R::Moving(Moving {
+                    moves: vec![Move {
+                        group: 0,
+                        from_epoch: 0,
+                        from: None,
+                        to: None,
+                    }],
+                })),
+            }
+            .encode_to_vec(),
+            "AdminReply.Move.from",
+        ),
+        (
+            ids::ADMIN_REPLY,
+            pb::AdminReply {
+                nonce: 1,
+                result: Some(R::Balanced(Balanced { min: 1, max: 3 })),
+            }
+            .encode_to_vec(),
+            "min <= max <= min + 1",
+        ),
+    ];
+    for (id, bytes, expect) in cases {
+        let err = kv_wire::decode_slice(id as _, &bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expect), "{expect:?} not in {err:?}");
     }
 }

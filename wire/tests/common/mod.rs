@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use kv_ports::{AdminOp, AdminReply, AdminRequest, AdminResult, ReplicaMove};
 use kv_ports::{
     BootstrapMsg, ClientMessage, ClientRequest, ClientResponse, LinkAck, LinkFrame, NetMessage,
     NodeStatus, PlPayload, Refusal, ReplicaStatus, Routed, StatusMessage, StatusRequest,
@@ -547,6 +548,52 @@ pub fn status_messages() -> Vec<StatusMessage> {
         StatusMessage::Reply(Box::new(booted)),
         StatusMessage::Reply(Box::new(booting)),
         StatusMessage::Reply(Box::new(left_out)),
+    ]
+    .into_iter()
+    .chain(admin_messages())
+    .collect()
+}
+
+/// Every kind of admin request and reply (`kvstore remove`, `kvstore rebalance`).
+pub fn admin_messages() -> Vec<StatusMessage> {
+    let reply = |nonce, result| StatusMessage::AdminReply(AdminReply { nonce, result });
+    vec![
+        StatusMessage::Admin(AdminRequest {
+            nonce: 1,
+            op: AdminOp::Remove(v4(2)),
+        }),
+        StatusMessage::Admin(AdminRequest {
+            nonce: u64::MAX,
+            op: AdminOp::Remove(v6(5)),
+        }),
+        StatusMessage::Admin(AdminRequest {
+            nonce: 0,
+            op: AdminOp::Rebalance,
+        }),
+        reply(
+            7,
+            AdminResult::Moving(vec![
+                ReplicaMove {
+                    group: 0,
+                    from_epoch: 2,
+                    from: v4(1),
+                    to: v6(4),
+                },
+                ReplicaMove {
+                    group: u32::MAX,
+                    from_epoch: 0,
+                    from: v4(1),
+                    to: v4(3),
+                },
+            ]),
+        ),
+        reply(8, AdminResult::Removing),
+        reply(9, AdminResult::NotAMember),
+        reply(10, AdminResult::Balanced { min: 1, max: 2 }),
+        reply(11, AdminResult::Balanced { min: 0, max: 0 }),
+        reply(12, AdminResult::Wait("partition 3 is still moving".into())),
+        reply(13, AdminResult::Refused("no other live member".into())),
+        reply(u64::MAX, AdminResult::NotReady),
     ]
 }
 
