@@ -515,21 +515,6 @@ impl Directory {
         !self.is_current(m) || down.contains(&m.addr)
     }
 
-    /// A live member outside `cfg` with the fewest replicas (ties: lowest address),
-    /// skipping `avoid`.
-    fn least_loaded_outside(
-        &self,
-        cfg: &GroupConfig,
-        down: &BTreeSet<NodeId>,
-        avoid: Option<NodeId>,
-    ) -> Option<Member> {
-        self.members()
-            .into_iter()
-            .filter(|m| !down.contains(&m.addr) && Some(m.addr) != avoid)
-            .filter(|m| !cfg.contains(m.addr))
-            .min_by_key(|m| (self.load(m.addr), m.addr))
-    }
-
     /// `cfg` with `out` replaced by `new`, sorted by address.
     fn swap(cfg: &GroupConfig, out: &Member, new: Member) -> Vec<Member> {
         let mut v: Vec<Member> = cfg.replicas.iter().filter(|m| *m != out).copied().collect();
@@ -602,6 +587,9 @@ impl Directory {
         }
         let mut plans = Vec::new();
         let mut stuck = Vec::new();
+        // Replicas already given in this plan count towards the load, so the moves
+        // of one removal spread over the other members instead of piling up.
+        let mut planned: BTreeMap<NodeId, usize> = BTreeMap::new();
         for g in self.group_ids() {
             let Some(cfg) = self.group(g) else { continue };
             let Some(out) = cfg.replicas.iter().find(|m| m.addr == addr) else {
@@ -610,12 +598,26 @@ impl Directory {
             if !cfg.settled {
                 return Err(DirError::Unsettled(g));
             }
-            match self.least_loaded_outside(cfg, down, Some(addr)) {
-                Some(new) => plans.push(DirCommand::Reconfigure {
-                    group: g,
-                    from_epoch: cfg.epoch,
-                    replicas: Self::swap(cfg, out, new),
-                }),
+            let new = self
+                .members()
+                .into_iter()
+                .filter(|m| !down.contains(&m.addr) && m.addr != addr)
+                .filter(|m| !cfg.contains(m.addr))
+                .min_by_key(|m| {
+                    (
+                        self.load(m.addr) + planned.get(&m.addr).copied().unwrap_or(0),
+                        m.addr,
+                    )
+                });
+            match new {
+                Some(new) => {
+                    *planned.entry(new.addr).or_default() += 1;
+                    plans.push(DirCommand::Reconfigure {
+                        group: g,
+                        from_epoch: cfg.epoch,
+                        replicas: Self::swap(cfg, out, new),
+                    });
+                }
                 _ => stuck.push(g),
             }
         }

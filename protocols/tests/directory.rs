@@ -13,7 +13,7 @@
 //!
 //! Each run comes from its seed; a failure prints it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kv_protocols::NodeId;
 use kv_protocols::directory::{
@@ -327,6 +327,32 @@ fn removal_moves_every_replica_first_then_removes() {
         d.plan_removal(addr(0), &none()),
         Err(DirError::NotAMember(addr(0)))
     );
+}
+
+#[test]
+fn one_removal_spreads_the_moved_replicas_over_the_other_members() {
+    // Member 0 holds partitions 0 and 1 and a directory slot; two spares join.
+    let mut d = seeded(3, 2, 3);
+    d.apply(&DirCommand::Join(member(3, 1)));
+    d.apply(&DirCommand::Join(member(4, 1)));
+    let plans = d.plan_removal(addr(0), &none()).expect("a plan");
+    assert_eq!(plans.len(), 3);
+    let mut gained: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for c in &plans {
+        let DirCommand::Reconfigure {
+            group, replicas, ..
+        } = c
+        else {
+            panic!("{c:?}");
+        };
+        let old = d.group(*group).unwrap();
+        for m in replicas.iter().filter(|m| !old.contains(m.addr)) {
+            *gained.entry(m.addr).or_default() += 1;
+        }
+    }
+    // Three moves, two spares: neither takes all of them.
+    assert!(gained.values().all(|n| *n <= 2), "{gained:?}");
+    assert_eq!(gained.values().sum::<usize>(), 3);
 }
 
 #[test]
