@@ -336,25 +336,30 @@ impl NodeHost {
             incarnation: self.incarnation,
         };
         for p in 0..dir.partitions() {
-            let Some(g) = dir.group(p) else { continue };
-            // 1. A replica of an earlier epoch.
+            let Some(g) = dir.group(p).cloned() else {
+                continue;
+            };
+            // While the previous epoch has not ended, its replicas are needed to end
+            // it: one that has not started it yet (it was fetching its state when
+            // the group moved on) still does, then ends it at once.
+            let want_prev = g.epoch > 0 && !g.settled && g.previous.contains(&me);
+            let want_cur = g.replicas.contains(&me);
+            // 1. A running replica of an earlier epoch.
             let running = {
                 let h = self.lock_hosted();
                 h.replicas
                     .iter()
                     .find(|r| r.partition == p)
-                    .map(|r| (r.epoch, r.paxos.clone(), Some(r.replica.clone())))
+                    .map(|r| (r.epoch, r.paxos.clone(), r.replica.clone()))
             };
             if let Some((epoch, paxos, replica)) = &running
                 && *epoch < g.epoch
             {
                 if *epoch + 1 == g.epoch && !g.settled {
-                    if let Some(r) = &replica {
-                        r.actor_ref().tell(ReplicaControl::Next {
-                            epoch: g.epoch,
-                            replicas: g.addrs(),
-                        });
-                    }
+                    replica.actor_ref().tell(ReplicaControl::Next {
+                        epoch: g.epoch,
+                        replicas: g.addrs(),
+                    });
                     paxos.actor_ref().tell(PaxosControl::Stop);
                 } else {
                     // That epoch is over without this replica: its state comes
@@ -369,33 +374,71 @@ impl NodeHost {
                     }
                 }
             }
-            // 2. The current epoch, if this process is one of its replicas.
-            let runs_current = self
-                .lock_hosted()
-                .replicas
-                .iter()
-                .any(|r| r.partition == p && r.epoch == g.epoch);
-            if g.replicas.contains(&me) && !runs_current {
+            let runs = |host: &Self, epoch: u64| {
+                host.lock_hosted()
+                    .replicas
+                    .iter()
+                    .any(|r| r.partition == p && r.epoch == epoch)
+            };
+            let ended =
+                |host: &Self, epoch: u64| host.ended.get(&p).is_some_and(|e| e.epoch == epoch);
+            // 2. The epoch to run here, if any, and whether its start state must be
+            // fetched.
+            let mut fetch_for = None;
+            if want_prev && !runs(self, g.epoch - 1) && !ended(self, g.epoch - 1) {
+                let prev = g.epoch - 1;
+                if prev >= 1 && ended(self, prev - 1) {
+                    let blob = self.ended[&p].blob.clone();
+                    if !self.start_from_blob(
+                        p,
+                        prev,
+                        g.previous.iter().map(|m| m.addr).collect(),
+                        &blob,
+                    ) {
+                        self.ended.remove(&p);
+                    }
+                } else if prev == 0 {
+                    let r = self.host_partition(
+                        p,
+                        0,
+                        g.previous.iter().map(|m| m.addr).collect(),
+                        None,
+                    );
+                    self.lock_hosted().replicas.push(r);
+                } else {
+                    fetch_for = Some((prev, g.previous.iter().map(|m| m.addr).collect::<Vec<_>>()));
+                }
+            } else if want_cur && !runs(self, g.epoch) {
                 let group = g.addrs();
                 if g.epoch == 0 {
                     let r = self.host_partition(p, 0, group, None);
                     self.lock_hosted().replicas.push(r);
-                } else if let Some(e) = self.ended.get(&p).filter(|e| e.epoch + 1 == g.epoch) {
-                    let blob = e.blob.clone();
+                } else if ended(self, g.epoch - 1) {
+                    let blob = self.ended[&p].blob.clone();
                     if !self.start_from_blob(p, g.epoch, group, &blob) {
                         self.ended.remove(&p);
                     }
-                } else if g.settled && !self.fetches.contains_key(&p) {
-                    // Unsuspected replicas first: a crashed one is only asked after.
-                    let mut sources: Vec<NodeId> = g
-                        .previous
-                        .iter()
-                        .map(|m| m.addr)
-                        .filter(|a| *a != me.addr)
-                        .collect();
+                } else if g.settled {
+                    fetch_for = Some((g.epoch, g.previous.iter().map(|m| m.addr).collect()));
+                }
+            }
+            // 3. At most one fetch per partition, for what is wanted now.
+            match fetch_for {
+                Some((epoch, _)) if self.fetches.get(&p).is_some_and(|f| f.epoch() == epoch) => {}
+                Some((epoch, likely)) => {
+                    // Those likely to hold the state first, unsuspected before
+                    // suspected; then every other member (one that does not hold it
+                    // says so, and the fetch moves on).
+                    let mut sources: Vec<NodeId> =
+                        likely.into_iter().filter(|a| *a != me.addr).collect();
                     sources.sort_by_key(|a| self.suspected.contains(a));
+                    for m in dir.members() {
+                        if m.addr != me.addr && !sources.contains(&m.addr) {
+                            sources.push(m.addr);
+                        }
+                    }
                     info!(self.ctx.log(), "fetching the partition's state";
-                        "partition" => p, "epoch" => g.epoch, "from" => ?sources);
+                        "partition" => p, "epoch" => epoch, "from" => ?sources);
                     let timeout_ticks = kv_components::ticker::ticks(
                         self.cfg.paxos.resend_period,
                         self.ticker.period(),
@@ -404,7 +447,7 @@ impl NodeHost {
                         p,
                         SnapshotFetch::new(
                             p,
-                            g.epoch,
+                            epoch,
                             sources,
                             FetchConfig {
                                 chunk: TRANSFER_CHUNK,
@@ -415,21 +458,25 @@ impl NodeHost {
                         ),
                     );
                 }
+                None => {
+                    self.fetches.remove(&p);
+                }
             }
-            // A fetch for an epoch that is no longer current is of no use.
+            // 4. Served states: the starting state of the current epoch, and of the
+            // previous one while it has not ended.
+            let oldest_needed = if g.settled {
+                g.epoch
+            } else {
+                g.epoch.saturating_sub(1)
+            };
             if self
-                .fetches
+                .ended
                 .get(&p)
-                .is_some_and(|f| f.epoch() != g.epoch || !g.replicas.contains(&me))
+                .is_some_and(|e| e.epoch + 1 < oldest_needed)
             {
-                self.fetches.remove(&p);
-            }
-            // 3. Served states: an epoch's starting state is needed until the epoch
-            // after it began (which needs that epoch settled).
-            if self.ended.get(&p).is_some_and(|e| e.epoch + 2 <= g.epoch) {
                 self.ended.remove(&p);
             }
-            self.source.retire_before(p, g.epoch);
+            self.source.retire_before(p, oldest_needed);
         }
         self.flush_transfers();
         self.publish_fetches();
@@ -471,14 +518,19 @@ impl NodeHost {
             let Some(g) = self.directory.as_ref().and_then(|d| d.group(p)).cloned() else {
                 continue;
             };
-            if g.epoch != epoch {
+            // The current epoch, or the previous one while it has not ended.
+            let group = if g.epoch == epoch {
+                g.addrs()
+            } else if g.epoch == epoch + 1 && !g.settled {
+                g.previous.iter().map(|m| m.addr).collect()
+            } else {
                 continue;
-            }
+            };
             match result {
                 Ok(blob) => {
                     info!(self.ctx.log(), "partition state fetched";
                         "partition" => p, "epoch" => epoch, "bytes" => blob.len());
-                    self.start_from_blob(p, epoch, g.addrs(), &blob);
+                    self.start_from_blob(p, epoch, group, &blob);
                 }
                 Err(e) => {
                     error!(self.ctx.log(), "fetching the partition's state failed, trying again";

@@ -50,6 +50,12 @@ pub const CHECK_AT: Duration = Duration::from_secs(16);
 /// second after it is suspected, well before the checking client starts.
 pub const REPLACE_AFTER: Duration = Duration::from_secs(1);
 
+/// Least time between two crashes (kills or restarts) of one schedule: suspicion,
+/// `REPLACE_AFTER`, the stop-sign and the transfer take about 1.5 s, and a cut in
+/// between may delay them, so the group a crash hits is whole again before the
+/// next one.
+pub const CRASH_SPACING: Duration = Duration::from_secs(4);
+
 /// The random schedule of `seed`.
 pub fn scenario(seed: u64) -> Scenario {
     let mut rng = SplitMix64::new(mix64(seed ^ 0x7363_6865_6475_6c65));
@@ -110,6 +116,7 @@ pub fn scenario(seed: u64) -> Scenario {
     let table = LookupTable::build(nodes, partitions, r).ok();
     let mut dead: Vec<usize> = Vec::new();
     let mut restarted: Vec<usize> = Vec::new();
+    let mut crash_times: Vec<Duration> = Vec::new();
     let mut restarts = SplitMix64::new(mix64(seed ^ 0x7265_7374_6172_7473));
     let faults = rng.range_inclusive(1, 5);
     for _ in 0..faults {
@@ -119,7 +126,15 @@ pub fn scenario(seed: u64) -> Scenario {
                 let victim = rng.range_inclusive(1, total as u64) as usize;
                 let mut after = dead.clone();
                 after.push(victim);
-                if !dead.contains(&victim) && minority_everywhere(table.as_ref(), &after) {
+                // Groups change as they heal, so which nodes a group holds later is
+                // not known here: crashes come at least CRASH_SPACING apart, time for
+                // the group hit by one to be whole again before the next.
+                let spaced = crash_times
+                    .iter()
+                    .all(|t: &Duration| t.abs_diff(at) >= CRASH_SPACING);
+                if !dead.contains(&victim) && spaced && minority_everywhere(table.as_ref(), &after)
+                {
+                    crash_times.push(at);
                     dead.push(victim);
                     if restarts.chance(0.5) {
                         // Its slots are lost all the same: it counts as dead for
