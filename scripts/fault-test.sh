@@ -722,6 +722,13 @@ for f in "${FAULTS[@]}"; do
     e=$(awk -v s="$s" -v d="$d" -v st="$SETTLE_S" -v h="$hist_end" 'BEGIN { e = s + d + st - 0.5; printf "%.3f", (e < h ? e : h) }')
     windows+=(--window "$name=$b..$m")
     awk -v m="$m" -v e="$e" 'BEGIN { exit !(e > m) }' && windows+=(--window "$name-settle=$m..$e")
+    # replace: the same span in two parts, the kill (its first second) and the move
+    # that follows, so that the summary tells which of them kept clients waiting.
+    if [ "$name" = replace ]; then
+        k=$(awk -v s="$s" -v m="$m" 'BEGIN { e = s + 1; printf "%.3f", (e < m ? e : m) }')
+        windows+=(--window "replace-kill=$b..$k")
+        awk -v m="$m" -v k="$k" 'BEGIN { exit !(m > k) }' && windows+=(--window "replace-move=$k..$m")
+    fi
 done
 set +e
 "${KV[@]}" history-gaps "$OUT/bench-history.jsonl" --partitions "$PARTITIONS" "${windows[@]}" >"$OUT/gaps.txt" 2>&1
@@ -764,6 +771,15 @@ set -e
             done
         fi
         if [ "$name" = replace ]; then
+            for p in $parts; do
+                split=
+                for w in kill move; do
+                    g=$(grep -F "\"window\":\"replace-$w\"" "$OUT/gaps.jsonl" | grep -F "\"partition\":$p," |
+                        sed -n 's/.*"longest_gap_ms":\([0-9.]*\).*/\1/p')
+                    split="$split${split:+, }$w ${g:-?} ms"
+                done
+                echo "    partition $p: longest gap at the kill (its first second) and during the move (to R live replicas + 1 s): $split"
+            done
             for l in "${REPLACE_LINES[@]}"; do echo "    $l"; done
         fi
     done
