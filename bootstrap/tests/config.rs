@@ -773,3 +773,56 @@ fn bad_seeds_are_refused_with_the_key() {
         "{e}"
     );
 }
+
+/// The node files of the Compose cluster (`docker/conf`), the spare node6 included,
+/// load as they are: they are otherwise read only inside containers, where a mistake
+/// shows up as a node that never starts.
+#[test]
+fn compose_node_files_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/conf");
+    for i in 1..=6 {
+        let c = load_file(&dir.join(format!("node{i}.conf")))
+            .unwrap_or_else(|e| panic!("node{i}.conf: {e}"));
+        assert_eq!(c.address, addr(&format!("10.213.0.1{i}:45678")));
+        assert_eq!(c.bootstrap_address, addr("10.213.0.11:45678"));
+        assert_eq!(c.seeds.len(), 4, "node{i}: the seeds of cluster.conf");
+        if std::env::var_os("KV_REPLACE_AFTER").is_none() {
+            assert_eq!(
+                c.membership.replace_after,
+                Some(Duration::from_secs(30)),
+                "node{i}: without KV_REPLACE_AFTER, the reference's replace-after"
+            );
+        }
+    }
+}
+
+/// `KV_REPLACE_AFTER` (which the Compose file passes on, and the fault test's replace
+/// fault sets) becomes `membership.replace-after` of the Compose cluster's nodes;
+/// unset, the field is left to the reference.
+#[test]
+fn compose_replace_after_comes_from_the_environment() {
+    use kv_bootstrap::hocon::{self, Source, Value};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/conf");
+    let text = std::fs::read_to_string(dir.join("node6.conf")).expect("node6.conf");
+    let replace_after = |env: &dyn Fn(&str) -> Option<String>| {
+        let doc = hocon::load(
+            &[Source {
+                text: &text,
+                origin: "node6.conf",
+                dir: Some(&dir),
+            }],
+            env,
+        )
+        .expect("node6.conf reads");
+        let Some(Value::Object(kv)) = doc.get("kvstore") else {
+            panic!("no kvstore section");
+        };
+        match kv.get("membership") {
+            Some(Value::Object(m)) => m.get("replace-after").cloned(),
+            _ => None,
+        }
+    };
+    let set = |name: &str| (name == "KV_REPLACE_AFTER").then(|| "3s".to_string());
+    assert_eq!(replace_after(&set), Some(Value::String("3s".into())));
+    assert_eq!(replace_after(&|_| None), None);
+}
