@@ -298,6 +298,21 @@ impl NodeHost {
         sys.kill(r.ble);
     }
 
+    /// A replica started for an epoch the group has already left (the previous one,
+    /// not ended yet) is told to end it at once.
+    fn end_if_behind(&self, r: &PartitionReplica) {
+        let Some(g) = self.directory.as_ref().and_then(|d| d.group(r.partition)) else {
+            return;
+        };
+        if r.epoch < g.epoch {
+            r.replica.actor_ref().tell(ReplicaControl::Next {
+                epoch: g.epoch,
+                replicas: g.addrs(),
+            });
+            r.paxos.actor_ref().tell(PaxosControl::Stop);
+        }
+    }
+
     /// Starts `epoch` of `p` from a starting state blob; `false` if the blob is not
     /// a valid state (it is then dropped, and fetched again).
     fn start_from_blob(
@@ -315,6 +330,7 @@ impl NodeHost {
         match KvState::decode_snapshot(bytes, session_idle, self.cfg.limits.max_clients) {
             Ok(state) => {
                 let r = self.host_partition(p, epoch, group, Some((idx, state, bytes.to_vec())));
+                self.end_if_behind(&r);
                 self.lock_hosted().replicas.push(r);
                 true
             }
@@ -352,18 +368,30 @@ impl NodeHost {
                     .find(|r| r.partition == p)
                     .map(|r| (r.epoch, r.paxos.clone(), r.replica.clone()))
             };
+            // The oldest epoch that may still have to start: the current one, and
+            // the previous one while it has not ended.
+            let oldest_needed = if g.settled {
+                g.epoch
+            } else {
+                g.epoch.saturating_sub(1)
+            };
             if let Some((epoch, paxos, replica)) = &running
                 && *epoch < g.epoch
             {
-                if *epoch + 1 == g.epoch && !g.settled {
+                if *epoch + 1 >= oldest_needed {
+                    // End it. Even once the group is settled (another replica
+                    // decided the stop-sign) it keeps running until it learns the
+                    // stop-sign itself or this node fetched the next epoch's state:
+                    // if the replicas that decided it crash before serving the
+                    // state, the old epoch's survivors can still decide it again
+                    // from their logs and hand the state on.
                     replica.actor_ref().tell(ReplicaControl::Next {
                         epoch: g.epoch,
                         replicas: g.addrs(),
                     });
                     paxos.actor_ref().tell(PaxosControl::Stop);
                 } else {
-                    // That epoch is over without this replica: its state comes
-                    // from those that decided the stop-sign.
+                    // The epoch it would start has ended: its state lives on there.
                     let r = {
                         let mut h = self.lock_hosted();
                         let i = h.replicas.iter().position(|r| r.partition == p);
@@ -404,6 +432,7 @@ impl NodeHost {
                         g.previous.iter().map(|m| m.addr).collect(),
                         None,
                     );
+                    self.end_if_behind(&r);
                     self.lock_hosted().replicas.push(r);
                 } else {
                     fetch_for = Some((prev, g.previous.iter().map(|m| m.addr).collect::<Vec<_>>()));
@@ -464,11 +493,6 @@ impl NodeHost {
             }
             // 4. Served states: the starting state of the current epoch, and of the
             // previous one while it has not ended.
-            let oldest_needed = if g.settled {
-                g.epoch
-            } else {
-                g.epoch.saturating_sub(1)
-            };
             if self
                 .ended
                 .get(&p)
@@ -530,6 +554,31 @@ impl NodeHost {
                 Ok(blob) => {
                     info!(self.ctx.log(), "partition state fetched";
                         "partition" => p, "epoch" => epoch, "bytes" => blob.len());
+                    // A replica of an earlier epoch still waiting for its stop-sign
+                    // is not needed any more.
+                    let old = {
+                        let mut h = self.lock_hosted();
+                        let i = h
+                            .replicas
+                            .iter()
+                            .position(|r| r.partition == p && r.epoch < epoch);
+                        i.map(|i| h.replicas.remove(i))
+                    };
+                    if let Some(r) = old {
+                        self.retire(r);
+                    }
+                    // Serve it in turn, like a state this node ended with.
+                    if self.ended.get(&p).is_none_or(|e| e.epoch + 1 < epoch) {
+                        let blob = Arc::new(blob.clone());
+                        self.source.offer(p, epoch, blob.clone());
+                        self.ended.insert(
+                            p,
+                            Ended {
+                                epoch: epoch - 1,
+                                blob,
+                            },
+                        );
+                    }
                     self.start_from_blob(p, epoch, group, &blob);
                 }
                 Err(e) => {
