@@ -551,22 +551,15 @@ impl Membership {
     fn pump(&mut self) {
         if let Some(r) = &mut self.retired {
             // Decides nothing more; only talks.
-            let epoch = r.epoch;
-            r.ble.take_outgoing(&mut self.ble_out);
-            for (to, msg) in self.ble_out.drain(..) {
-                self.outgoing.push((to, MembershipMsg::Ble { epoch, msg }));
-            }
-            r.ble.take_events(&mut self.ble_events);
-            for BleEvent::Leader(b) in self.ble_events.drain(..) {
-                r.px.handle_leader(b);
-            }
+            route_ble(
+                r,
+                &mut self.ble_out,
+                &mut self.ble_events,
+                &mut self.outgoing,
+            );
             r.px.take_events(&mut self.px_events);
             self.px_events.clear();
-            r.px.take_outgoing(&mut self.px_out);
-            for (to, msg) in self.px_out.drain(..) {
-                self.outgoing
-                    .push((to, MembershipMsg::Paxos { epoch, msg }));
-            }
+            send_paxos(r, &mut self.px_out, &mut self.outgoing);
         }
         self.pump_current();
         if self
@@ -581,15 +574,12 @@ impl Membership {
 
     fn pump_current(&mut self) {
         let Some(r) = &mut self.replica else { return };
-        let epoch = r.epoch;
-        r.ble.take_outgoing(&mut self.ble_out);
-        for (to, msg) in self.ble_out.drain(..) {
-            self.outgoing.push((to, MembershipMsg::Ble { epoch, msg }));
-        }
-        r.ble.take_events(&mut self.ble_events);
-        for BleEvent::Leader(b) in self.ble_events.drain(..) {
-            r.px.handle_leader(b);
-        }
+        route_ble(
+            r,
+            &mut self.ble_out,
+            &mut self.ble_events,
+            &mut self.outgoing,
+        );
         r.px.take_events(&mut self.px_events);
         let mut changed = false;
         for ev in self.px_events.drain(..) {
@@ -631,11 +621,7 @@ impl Membership {
             });
         }
         // After the decisions and the snapshot: one drain takes what both sent.
-        r.px.take_outgoing(&mut self.px_out);
-        for (to, msg) in self.px_out.drain(..) {
-            self.outgoing
-                .push((to, MembershipMsg::Paxos { epoch, msg }));
-        }
+        send_paxos(r, &mut self.px_out, &mut self.outgoing);
         if changed {
             let d = Arc::new(r.state.clone());
             let me = self.cfg.me.addr;
@@ -650,5 +636,38 @@ impl Membership {
                 self.events.push(MembershipEvent::Layout(d));
             }
         }
+    }
+}
+
+/// Sends what a directory instance's election wants sent, tagged with its epoch,
+/// and hands the leaders it elected to its Sequence Paxos.
+fn route_ble(
+    r: &mut DirReplica,
+    ble_out: &mut Vec<(NodeId, BleMsg)>,
+    ble_events: &mut Vec<BleEvent>,
+    outgoing: &mut Vec<(NodeId, MembershipMsg)>,
+) {
+    let epoch = r.epoch;
+    r.ble.take_outgoing(ble_out);
+    for (to, msg) in ble_out.drain(..) {
+        outgoing.push((to, MembershipMsg::Ble { epoch, msg }));
+    }
+    r.ble.take_events(ble_events);
+    for BleEvent::Leader(b) in ble_events.drain(..) {
+        r.px.handle_leader(b);
+    }
+}
+
+/// Sends what a directory instance's Sequence Paxos wants sent, tagged with its
+/// epoch.
+fn send_paxos(
+    r: &mut DirReplica,
+    px_out: &mut Vec<(NodeId, PaxosMsg<DirCommand>)>,
+    outgoing: &mut Vec<(NodeId, MembershipMsg)>,
+) {
+    let epoch = r.epoch;
+    r.px.take_outgoing(px_out);
+    for (to, msg) in px_out.drain(..) {
+        outgoing.push((to, MembershipMsg::Paxos { epoch, msg }));
     }
 }
