@@ -223,7 +223,7 @@ impl NodeHost {
         });
         let ps = &self.cfg.paxos;
         let (initial, state) = match start {
-            Some((idx, state, bytes)) => (Some(Snapshot { idx, data: bytes }), Some((idx, state))),
+            Some((idx, state, bytes)) => (Some(Snapshot { idx, data: Arc::new(bytes) }), Some((idx, state))),
             None => (None, None),
         };
         let paxos = sys.create(|| {

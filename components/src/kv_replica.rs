@@ -97,6 +97,30 @@ thread_local! {
     static PLANTED_BUG: Cell<Option<PlantedBug>> = const { Cell::new(None) };
 }
 
+/// About how many bytes one log entry holding `op` takes (the fixed part is a
+/// rough allowance for the command's header and the log's bookkeeping).
+fn entry_bytes(op: &KvOp) -> u64 {
+    64 + match op {
+        KvOp::Get { key } => key.len(),
+        KvOp::Put { key, value } => key.len() + value.len(),
+        KvOp::Cas { key, expected, new } => key.len() + expected.len() + new.len(),
+    } as u64
+}
+
+/// Whether a replica takes a snapshot now, `entries` and `bytes` after the last one
+/// (which was `last_bytes` long).
+///
+/// At least `interval` entries apart, as configured, and also not before the log
+/// written since the last snapshot is as large as that snapshot. Encoding the state
+/// costs time proportional to its size, so a fixed entry count alone would make a
+/// large partition spend most of its time encoding (and stall its requests meanwhile);
+/// with the size rule, the bytes encoded are at most the bytes written, however large
+/// the state is. The price is a longer log: it may hold up to about the state's size
+/// in bytes beyond `paxos.max-log-entries` (docs/configuration.md).
+fn snapshot_due(entries: u64, bytes: u64, last_bytes: u64, interval: u64) -> bool {
+    entries >= interval.max(1) && bytes >= last_bytes
+}
+
 /// Plant `bug` in every `KvReplica` created on this thread from now on (`None`
 /// removes it). For the simulator's planted-bug tests only.
 #[doc(hidden)]
@@ -132,6 +156,10 @@ pub struct KvReplica {
     /// `Decided` this replica expects.
     applied: u64,
     last_snapshot: u64,
+    /// Size of the last snapshot (or of the state it stands for).
+    last_snapshot_bytes: u64,
+    /// About how many log bytes were applied since the last snapshot.
+    bytes_since_snapshot: u64,
     /// Own proposals not yet decided: (client, seq) → the clock when proposed, and
     /// the wall-clock instant (for the latency histogram only).
     inflight: BTreeMap<(u64, u64), (u64, Instant, NodeId)>,
@@ -165,6 +193,8 @@ impl KvReplica {
             state: KvState::new(s.session_idle.as_millis() as u64, s.max_sessions),
             applied: 0,
             last_snapshot: 0,
+            last_snapshot_bytes: 0,
+            bytes_since_snapshot: 0,
             inflight: BTreeMap::new(),
             node_inflight: Arc::default(),
             ticker: Ticker::new(s.tick_period),
@@ -189,6 +219,7 @@ impl KvReplica {
     /// Starts from the state a previous epoch of the group ended with: entries
     /// `0..idx` are applied and summarised by `state`.
     pub fn with_initial_state(mut self, idx: u64, state: KvState) -> Self {
+        self.last_snapshot_bytes = state.data_bytes();
         self.state = state;
         self.applied = idx;
         self.last_snapshot = idx;
@@ -426,13 +457,23 @@ impl KvReplica {
                 Applied::Stale { .. } => {}
             }
         }
-        if self.applied - self.last_snapshot >= self.s.snapshot_interval.max(1) {
+        self.bytes_since_snapshot += entry_bytes(&cmd.op);
+        if snapshot_due(
+            self.applied - self.last_snapshot,
+            self.bytes_since_snapshot,
+            self.last_snapshot_bytes,
+            self.s.snapshot_interval,
+        ) {
+            let data = Arc::new(self.state.encode_snapshot());
             self.last_snapshot = self.applied;
+            self.last_snapshot_bytes = data.len() as u64;
+            self.bytes_since_snapshot = 0;
             inc(&self.partition_metrics.snapshots_taken);
-            debug!(self.ctx.log(), "snapshot taken"; "partition" => self.s.partition, "idx" => self.applied);
+            debug!(self.ctx.log(), "snapshot taken";
+                "partition" => self.s.partition, "idx" => self.applied, "bytes" => data.len());
             self.sc_port.trigger(ScRequest::Snapshot(Snapshot {
                 idx: self.applied,
-                data: self.state.encode_snapshot(),
+                data,
             }));
         }
         answer
@@ -453,6 +494,8 @@ impl KvReplica {
                 self.state = state;
                 self.applied = s.idx;
                 self.last_snapshot = s.idx;
+                self.last_snapshot_bytes = s.data.len() as u64;
+                self.bytes_since_snapshot = 0;
                 inc(&self.partition_metrics.snapshots_installed);
             }
             Err(e) => {
@@ -581,5 +624,49 @@ impl Actor for KvReplica {
 
     fn receive_network(&mut self, _msg: NetMessage) -> HandlerResult {
         Handled::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv_protocols::kv::ENTRY_OVERHEAD;
+
+    #[test]
+    fn a_small_state_is_snapshotted_every_interval() {
+        // 10 entries of 100 bytes since a 500-byte snapshot.
+        assert!(snapshot_due(10, 1000, 500, 10));
+        assert!(!snapshot_due(9, 1000, 500, 10));
+        assert!(snapshot_due(1, 1, 0, 0), "an interval of 0 counts as 1");
+    }
+
+    #[test]
+    fn a_large_state_waits_until_as_many_bytes_were_written() {
+        let state = 500 << 20; // a 500 MiB partition
+        assert!(!snapshot_due(10_000, 10_000 * 80, state, 10_000));
+        assert!(snapshot_due(7_000_000, state, state, 10_000));
+    }
+
+    #[test]
+    fn while_a_partition_grows_the_bytes_encoded_stay_below_twice_the_bytes_written() {
+        // Fill 500 MB with 1 KB puts: every snapshot encodes the whole state so far.
+        let (mut state, mut since, mut last, mut entries, mut encoded) = (0u64, 0, 0, 0, 0);
+        for _ in 0..500_000 {
+            let put = KvOp::Put {
+                key: "k".repeat(16),
+                value: "v".repeat(1000),
+            };
+            state += ENTRY_OVERHEAD + 16 + 1000;
+            since += entry_bytes(&put);
+            entries += 1;
+            if snapshot_due(entries, since, last, 10_000) {
+                encoded += state;
+                last = state;
+                (since, entries) = (0, 0);
+            }
+        }
+        assert!(encoded < 2 * state, "encoded {encoded} for a state of {state}");
+        // ... and the last snapshot is not far behind: it covers at least half.
+        assert!(last >= state / 2);
     }
 }

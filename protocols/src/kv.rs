@@ -233,6 +233,9 @@ pub struct KvState {
     max_sessions: usize,
     /// The data.
     data: BTreeMap<String, String>,
+    /// What `data` takes in a snapshot: the sum over entries of
+    /// [`ENTRY_OVERHEAD`] + key length + value length.
+    data_bytes: u64,
     /// The largest `stamp_ms` applied so far; the clock for session expiry.
     clock_ms: u64,
     /// Source of `Session::touch` values; strictly increasing.
@@ -251,6 +254,7 @@ impl KvState {
             session_idle_ms,
             max_sessions,
             data: BTreeMap::new(),
+            data_bytes: 0,
             clock_ms: 0,
             next_touch: 0,
             sessions: BTreeMap::new(),
@@ -302,6 +306,13 @@ impl KvState {
         self.data.len()
     }
 
+    /// About how many bytes the keys and values take in a snapshot (exact for the
+    /// data section of the encoding; sessions are not counted). Kept up to date
+    /// on every write, so it costs nothing to ask.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
     /// Whether no key is stored.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
@@ -335,7 +346,11 @@ impl KvState {
                 None => KvResult::NotFound,
             },
             KvOp::Put { key, value } => {
-                self.data.insert(key.clone(), value.clone());
+                match self.data.insert(key.clone(), value.clone()) {
+                    Some(old) => self.data_bytes -= old.len() as u64,
+                    None => self.data_bytes += ENTRY_OVERHEAD + key.len() as u64,
+                }
+                self.data_bytes += value.len() as u64;
                 KvResult::Done
             }
             KvOp::Cas { key, expected, new } => match self.data.get_mut(key) {
@@ -344,6 +359,7 @@ impl KvState {
                     current: current.clone(),
                 },
                 Some(current) => {
+                    self.data_bytes = self.data_bytes - current.len() as u64 + new.len() as u64;
                     current.clone_from(new);
                     KvResult::Done
                 }
@@ -384,7 +400,7 @@ impl KvState {
     /// Encodes the whole state (data and sessions, not the configuration) in the
     /// versioned format described in the module docs.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(64 + self.data.len() * 32 + self.sessions.len() * 48);
+        let mut w = Vec::with_capacity(64 + self.data_bytes as usize + self.sessions.len() * 48);
         w.extend_from_slice(&SNAPSHOT_MAGIC);
         w.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         put_u64(&mut w, self.clock_ms);
@@ -464,6 +480,7 @@ impl KvState {
                 return Err(SnapshotError::KeysNotSorted);
             }
             last_key = Some(key.clone());
+            state.data_bytes += ENTRY_OVERHEAD + (key.len() + value.len()) as u64;
             state.data.insert(key, value);
         }
 
@@ -581,6 +598,10 @@ impl fmt::Display for SnapshotError {
 }
 
 impl std::error::Error for SnapshotError {}
+
+/// Snapshot bytes of one key-value entry besides the key and the value: the two
+/// length prefixes.
+pub const ENTRY_OVERHEAD: u64 = 16;
 
 /// First bytes of every snapshot.
 const SNAPSHOT_MAGIC: [u8; 4] = *b"KVSS";

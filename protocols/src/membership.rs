@@ -538,7 +538,7 @@ impl Membership {
         let old = self.replica.take();
         let start = Snapshot {
             idx: ss_idx + 1,
-            data: state.encode(),
+            data: Arc::new(state.encode()),
         };
         if g.replicas.contains(&self.cfg.me) {
             self.replica = Some(self.new_instance(g.epoch, g.addrs(), Some(start), state));
@@ -617,7 +617,7 @@ impl Membership {
             r.last_snapshot = r.applied;
             r.px.set_snapshot(Snapshot {
                 idx: r.applied,
-                data: r.state.encode(),
+                data: Arc::new(r.state.encode()),
             });
         }
         // After the decisions and the snapshot: one drain takes what both sent.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kv_protocols::NodeId;
-use kv_protocols::kv::{Applied, ClientId, KvCommand, KvOp, KvResult, KvState};
+use kv_protocols::kv::{Applied, ClientId, KvCommand, KvOp, KvResult, KvState, ENTRY_OVERHEAD};
 use proptest::prelude::*;
 
 fn addr() -> NodeId {
@@ -244,6 +244,14 @@ proptest! {
         let got: Vec<_> = kv.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         let want: Vec<_> = model.into_iter().collect();
         prop_assert_eq!(got, want);
+        // The running size the snapshot schedule relies on is the data section's size.
+        let size: u64 = kv
+            .iter()
+            .map(|(k, v)| ENTRY_OVERHEAD + (k.len() + v.len()) as u64)
+            .sum();
+        prop_assert_eq!(kv.data_bytes(), size);
+        let restored = KvState::decode_snapshot(&kv.encode_snapshot(), u64::MAX, 1000).unwrap();
+        prop_assert_eq!(restored.data_bytes(), size);
     }
 
     #[test]

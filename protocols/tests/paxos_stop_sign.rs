@@ -266,7 +266,7 @@ impl Sim {
         }
         let snap = Snapshot {
             idx: upto as u64,
-            data: encode(&r.applied[..upto]),
+            data: std::sync::Arc::new(encode(&r.applied[..upto])),
         };
         self.nodes[i].px.set_snapshot(snap);
         self.collect(i);
@@ -533,12 +533,12 @@ fn proposals_after_a_stop_sign_are_dropped() {
     // A snapshot past the stop-sign is refused; one up to it is taken.
     px.set_snapshot(Snapshot {
         idx: 2,
-        data: encode(&[E::Cmd(1), E::Stop(7)]),
+        data: std::sync::Arc::new(encode(&[E::Cmd(1), E::Stop(7)])),
     });
     assert_eq!(px.first_retained_idx(), 0);
     px.set_snapshot(Snapshot {
         idx: 1,
-        data: encode(&[E::Cmd(1)]),
+        data: std::sync::Arc::new(encode(&[E::Cmd(1)])),
     });
     assert_eq!(px.stopped(), Some((1, &E::Stop(7))));
 }

@@ -404,14 +404,14 @@ fn ble_from_pb(m: pb::BleMsg) -> Result<BleMsg> {
 fn snapshot_to_pb(s: &Snapshot) -> pb::Snapshot {
     pb::Snapshot {
         idx: s.idx,
-        data: s.data.clone(),
+        data: s.data.to_vec(),
     }
 }
 
 fn snapshot_from_pb(s: pb::Snapshot) -> Snapshot {
     Snapshot {
         idx: s.idx,
-        data: s.data,
+        data: std::sync::Arc::new(s.data),
     }
 }
 

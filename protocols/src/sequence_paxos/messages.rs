@@ -1,5 +1,7 @@
 //! The messages of Sequence Paxos, named as in the course and the OmniPaxos paper.
 
+use std::sync::Arc;
+
 use crate::ballot::Ballot;
 
 /// A snapshot of the replicated state machine, covering log entries `0..idx`.
@@ -10,8 +12,10 @@ use crate::ballot::Ballot;
 pub struct Snapshot {
     /// Number of log entries the snapshot covers (the entries `0..idx`).
     pub idx: u64,
-    /// The encoded state machine after applying entries `0..idx`.
-    pub data: Vec<u8>,
+    /// The encoded state machine after applying entries `0..idx`. Shared: the
+    /// replica, its log and every message that carries it hold the same bytes, so
+    /// handing a snapshot on never copies a large state.
+    pub data: Arc<Vec<u8>>,
 }
 
 /// A message between the Sequence Paxos replicas of one partition.

@@ -259,7 +259,7 @@ fn reconnected_follower_resyncs() {
 fn snapshot_of(node: &SequencePaxos<u32>, idx: u64) -> Snapshot {
     Snapshot {
         idx,
-        data: vec![node.decided_idx() as u8],
+        data: std::sync::Arc::new(vec![node.decided_idx() as u8]),
     }
 }
 

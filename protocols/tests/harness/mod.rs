@@ -709,7 +709,7 @@ impl Sim {
                     let applied = &self.nodes[i].applied;
                     let snap = Snapshot {
                         idx: applied.len() as u64,
-                        data: encode(applied),
+                        data: std::sync::Arc::new(encode(applied)),
                     };
                     self.nodes[i].px.set_snapshot(snap);
                     self.pump(i);

@@ -70,7 +70,7 @@ pub fn commands(n: usize) -> Vec<KvCommand> {
 pub fn snapshot() -> Snapshot {
     Snapshot {
         idx: 42,
-        data: (0..=255u8).cycle().take(1000).collect(),
+        data: std::sync::Arc::new((0..=255u8).cycle().take(1000).collect()),
     }
 }
 
@@ -121,7 +121,7 @@ pub fn paxos_msgs() -> Vec<PaxosMsg<KvEntry>> {
             decided_idx: 0,
             snapshot: Some(Snapshot {
                 idx: 0,
-                data: vec![],
+                data: std::sync::Arc::new(vec![]),
             }),
         }),
         PaxosMsg::AcceptDecide(AcceptDecide {
