@@ -51,6 +51,7 @@ const KNOWN_KEYS: &[&str] = &[
     "paxos.max-log-entries",
     "paxos.snapshot-interval",
     "paxos.max-pending",
+    "paxos.max-message-bytes",
     "link.retransmit-period",
     "link.max-unacked",
     "link.unreachable-warning",
@@ -198,6 +199,14 @@ pub struct LeaderElectionConfig {
     pub heartbeat_period: Duration,
 }
 
+/// The range `paxos.max-message-bytes` must be in under `l`.
+fn message_bounds(l: &Limits) -> (usize, usize) {
+    (
+        l.max_key_bytes + 2 * l.max_value_bytes + 512,
+        l.max_frame_bytes.saturating_sub(1024),
+    )
+}
+
 /// Sequence Paxos settings (`kvstore.paxos`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaxosSettings {
@@ -213,6 +222,11 @@ pub struct PaxosSettings {
     pub snapshot_interval: u64,
     /// Most client commands waiting to be proposed.
     pub max_pending: usize,
+    /// Largest Paxos message sent in one piece (batches take at most half); a
+    /// larger message (a snapshot, a long log suffix) is pulled by its receiver in
+    /// chunks of this size. `None`: derived from the limits
+    /// ([`NodeConfig::max_message_bytes`]).
+    pub max_message_bytes: Option<usize>,
 }
 
 /// Perfect link settings (`kvstore.link`).
@@ -400,6 +414,29 @@ impl NodeConfig {
     /// Sets `membership.replace-after` (`None`: never replace).
     pub fn with_replace_after(mut self, after: Option<Duration>) -> Self {
         self.membership.replace_after = after;
+        self
+    }
+
+    /// Sets `paxos.max-message-bytes` (larger replication messages are pulled by
+    /// their receiver in chunks).
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.paxos.max_message_bytes = Some(bytes);
+        self
+    }
+
+    /// The largest replication message sent in one piece: `paxos.max-message-bytes`
+    /// if set, else 256 KiB, raised to hold a CAS of the largest key and values and
+    /// lowered to fit in a frame.
+    pub fn max_message_bytes(&self) -> usize {
+        let (low, high) = message_bounds(&self.limits);
+        self.paxos
+            .max_message_bytes
+            .unwrap_or_else(|| (256 * 1024).max(low).min(high))
+    }
+
+    /// Sets `paxos.snapshot-interval`.
+    pub fn with_snapshot_interval(mut self, entries: u64) -> Self {
+        self.paxos.snapshot_interval = entries;
         self
     }
 
@@ -594,6 +631,24 @@ impl NodeConfig {
         at_least_one("limits.max-clients", l.max_clients as u64)?;
         // A CAS carries its key and two values; 4 KiB leaves room for the rest of
         // the message around them.
+        if let Some(m) = p.max_message_bytes {
+            // One command (a CAS of the largest key and values) must fit in a
+            // message, and a message with its frame around it in a frame.
+            let (low, high) = message_bounds(l);
+            if m < low || m > high {
+                return Err(invalid(
+                    "paxos.max-message-bytes",
+                    m.to_string(),
+                    format!(
+                        "must be in {low}..={high}: at least {} + 2 x {} + 512, so that a CAS of \
+                         the largest key and values fits in one message, and at most {} - 1KiB",
+                        full_key("limits.max-key-bytes"),
+                        full_key("limits.max-value-bytes"),
+                        full_key("limits.max-frame-bytes"),
+                    ),
+                ));
+            }
+        }
         let smallest_frame = (l.max_key_bytes + 2 * l.max_value_bytes + 4096).max(MIN_FRAME_BYTES);
         if l.max_frame_bytes < smallest_frame || l.max_frame_bytes > MAX_FRAME_BYTES {
             return Err(invalid(
@@ -1201,6 +1256,10 @@ impl Reader<'_> {
                 max_log_entries: self.integer("paxos.max-log-entries", u64::MAX)?,
                 snapshot_interval: self.integer("paxos.snapshot-interval", u64::MAX)?,
                 max_pending: self.usize("paxos.max-pending")?,
+                max_message_bytes: match self.get("paxos.max-message-bytes") {
+                    None | Some(Value::Null) => None,
+                    Some(_) => Some(self.size("paxos.max-message-bytes")?),
+                },
             },
             link: LinkConfig {
                 retransmit_period: self.duration("link.retransmit-period")?,
@@ -1253,7 +1312,10 @@ mod tests {
         };
         for key in KNOWN_KEYS {
             let present = r.get(key).is_some();
-            let optional = matches!(*key, "address" | "metrics-address" | "cluster-secret");
+            let optional = matches!(
+                *key,
+                "address" | "metrics-address" | "cluster-secret" | "paxos.max-message-bytes"
+            );
             assert_eq!(present, !optional, "{key}");
         }
     }

@@ -116,8 +116,15 @@ impl From<EpochEnded> for HostMsg {
     }
 }
 
-/// Chunk size of state transfers (well under the smallest frame limit).
+/// Chunk size of state transfers, unless `paxos.max-message-bytes` (at most half a
+/// frame) is smaller.
 const TRANSFER_CHUNK: u32 = 256 * 1024;
+
+/// The chunk size of this node's state transfers: within one frame however small
+/// `limits.max-frame-bytes` is.
+fn transfer_chunk(cfg: &NodeConfig) -> u32 {
+    TRANSFER_CHUNK.min(cfg.max_message_bytes().max(1) as u32)
+}
 /// Chunks in flight per transfer.
 const TRANSFER_WINDOW: usize = 4;
 /// The largest partition state a transfer accepts.
@@ -174,6 +181,7 @@ impl NodeHost {
         metrics: Arc<Metrics>,
     ) -> Self {
         let ticker = Ticker::new(cfg.tick_period.max(Duration::from_millis(10)));
+        let source = SnapshotSource::new(transfer_chunk(&cfg));
         NodeHost {
             ctx: ComponentContext::uninitialised(),
             boot_port: RequiredPort::uninitialised(),
@@ -190,7 +198,7 @@ impl NodeHost {
             inflight: Arc::default(),
             directory: None,
             ended: BTreeMap::new(),
-            source: SnapshotSource::new(TRANSFER_CHUNK),
+            source,
             fetches: BTreeMap::new(),
             transfer_out: Vec::new(),
             suspected: Default::default(),
@@ -223,7 +231,13 @@ impl NodeHost {
         });
         let ps = &self.cfg.paxos;
         let (initial, state) = match start {
-            Some((idx, state, bytes)) => (Some(Snapshot { idx, data: Arc::new(bytes) }), Some((idx, state))),
+            Some((idx, state, bytes)) => (
+                Some(Snapshot {
+                    idx,
+                    data: Arc::new(bytes),
+                }),
+                Some((idx, state)),
+            ),
             None => (None, None),
         };
         let paxos = sys.create(|| {
@@ -235,6 +249,10 @@ impl NodeHost {
                 group: group.clone(),
                 tick_period: self.cfg.tick_period,
                 max_batch: ps.max_batch,
+                // Half: a full batch and its message's header stay well inside one
+                // piece.
+                max_batch_bytes: self.cfg.max_message_bytes() / 2,
+                max_message_bytes: self.cfg.max_message_bytes(),
                 max_inflight_batches: ps.max_inflight_batches,
                 resend_period: ps.resend_period,
                 max_log_entries: ps.max_log_entries,
@@ -479,7 +497,7 @@ impl NodeHost {
                             epoch,
                             sources,
                             FetchConfig {
-                                chunk: TRANSFER_CHUNK,
+                                chunk: transfer_chunk(&self.cfg),
                                 window: TRANSFER_WINDOW,
                                 timeout_ticks,
                                 max_bytes: TRANSFER_MAX_BYTES,

@@ -826,3 +826,32 @@ fn compose_replace_after_comes_from_the_environment() {
     assert_eq!(replace_after(&set), Some(Value::String("3s".into())));
     assert_eq!(replace_after(&|_| None), None);
 }
+
+#[test]
+fn the_message_size_follows_the_limits_unless_set() {
+    // Defaults: 256 KiB, which holds a CAS of the largest key and values.
+    assert_eq!(load("").unwrap().max_message_bytes(), 256 * 1024);
+    // Larger values raise it; a smaller frame lowers it.
+    let big =
+        load("kvstore.limits { max-value-bytes = 1 MiB, max-frame-bytes = 4 MiB }\n").unwrap();
+    assert_eq!(big.max_message_bytes(), 1024 + 2 * 1024 * 1024 + 512);
+    let small =
+        load("kvstore.limits { max-value-bytes = 1 KiB, max-frame-bytes = 64 KiB }\n").unwrap();
+    assert_eq!(small.max_message_bytes(), 63 * 1024);
+    let set = load("kvstore.paxos.max-message-bytes = 200 KiB\n").unwrap();
+    assert_eq!(set.max_message_bytes(), 200 * 1024);
+}
+
+#[test]
+fn a_message_size_that_cannot_hold_a_request_or_exceeds_a_frame() {
+    assert_eq!(
+        error("kvstore.paxos.max-message-bytes = 64 KiB\n"),
+        "node1.conf: kvstore.paxos.max-message-bytes = 65536: must be in 132608..=1047552: at \
+         least kvstore.limits.max-key-bytes + 2 x kvstore.limits.max-value-bytes + 512, so \
+         that a CAS of the largest key and values fits in one message, and at most \
+         kvstore.limits.max-frame-bytes - 1KiB"
+    );
+    assert!(
+        error("kvstore.paxos.max-message-bytes = 1 MiB\n").contains("must be in 132608..=1047552")
+    );
+}

@@ -10,6 +10,7 @@ pub mod ble;
 pub mod connect;
 pub mod epfd;
 pub mod kv_replica;
+pub mod large_paxos;
 pub mod metrics;
 pub mod network;
 pub mod overlay;

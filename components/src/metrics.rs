@@ -188,6 +188,10 @@ pub struct PartitionMetrics {
     pub snapshots_sent: AtomicU64,
     /// Snapshots received and installed in place of the state machine.
     pub snapshots_installed: AtomicU64,
+    /// Replication messages too large for one piece, offered to their receiver.
+    pub large_messages_offered: AtomicU64,
+    /// Such messages this replica fetched whole.
+    pub large_messages_fetched: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -302,7 +306,7 @@ impl Metrics {
             m.iter().map(|(p, m)| (*p, m.clone())).collect()
         };
         type Counter = fn(&PartitionMetrics) -> &AtomicU64;
-        let counters: [(&str, &str, Counter); 8] = [
+        let counters: [(&str, &str, Counter); 10] = [
             (
                 "kvstore_proposals_total",
                 "Commands this node's replica proposed to Sequence Paxos.",
@@ -342,6 +346,16 @@ impl Metrics {
                 "kvstore_snapshots_installed_total",
                 "Snapshots received and installed in place of the state machine.",
                 |m| &m.snapshots_installed,
+            ),
+            (
+                "kvstore_large_messages_offered_total",
+                "Replication messages too large for one piece, offered to be fetched in chunks.",
+                |m| &m.large_messages_offered,
+            ),
+            (
+                "kvstore_large_messages_fetched_total",
+                "Replication messages too large for one piece, fetched whole in chunks.",
+                |m| &m.large_messages_fetched,
             ),
         ];
         for (name, help, get) in counters {

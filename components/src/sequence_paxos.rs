@@ -14,8 +14,15 @@ use kv_protocols::kv::{KvEntry, StopSign};
 use kv_protocols::sequence_paxos::messages::PaxosMsg;
 use kv_protocols::sequence_paxos::{PaxosConfig, PaxosEvent, SequencePaxos};
 
+use crate::large_paxos::{LargeConfig, LargeEvent, LargeMessages};
 use crate::metrics::{PartitionMetrics, inc};
 use crate::ticker::{Ticker, ticker_lifecycle, ticks};
+
+/// Largest chunk of a large message's fetch.
+const LARGE_CHUNK_MAX: usize = 256 * 1024;
+/// The largest message a replica pulls (a snapshot of the largest partition
+/// state accepted by a state transfer).
+const LARGE_MAX_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
 /// Settings of one Sequence Paxos replica.
 #[derive(Clone, Debug)]
@@ -35,6 +42,11 @@ pub struct PaxosSettings {
     pub tick_period: Duration,
     /// Most entries per Accept.
     pub max_batch: usize,
+    /// Most bytes per Accept (a single larger entry goes alone).
+    pub max_batch_bytes: usize,
+    /// Larger messages are offered to their receiver, which pulls them in chunks
+    /// of this size ([`crate::large_paxos`]).
+    pub max_message_bytes: usize,
     /// Most unacknowledged Accept batches in flight.
     pub max_inflight_batches: usize,
     /// Resend period for unanswered Prepare / AcceptSync.
@@ -61,6 +73,10 @@ pub struct SequencePaxosComp {
     ticker: Ticker,
     out: Vec<(NodeId, PaxosMsg<KvEntry>)>,
     events: Vec<PaxosEvent<KvEntry>>,
+    /// Messages too large for one piece, both ways.
+    large: LargeMessages,
+    payloads: Vec<(NodeId, PlPayload)>,
+    large_events: Vec<LargeEvent>,
     /// Set once the host asked this epoch to end: the stop-sign is proposed, and
     /// again every `resend_ticks` until it is in the log.
     stopping: bool,
@@ -81,11 +97,20 @@ impl SequencePaxosComp {
             me: s.me,
             peers: s.group.clone(),
             max_batch: s.max_batch,
+            max_batch_bytes: s.max_batch_bytes,
             max_inflight_batches: s.max_inflight_batches,
             resend_ticks,
             max_log_entries: s.max_log_entries,
             max_pending: s.max_pending,
         };
+        let large = LargeMessages::new(LargeConfig {
+            partition: s.partition,
+            epoch: s.epoch,
+            max_inline: s.max_message_bytes,
+            chunk: s.max_message_bytes.clamp(1, LARGE_CHUNK_MAX) as u32,
+            timeout_ticks: resend_ticks,
+            max_bytes: LARGE_MAX_BYTES,
+        });
         let core = match s.initial {
             Some(snap) => SequencePaxos::starting_from(cfg, snap),
             None => SequencePaxos::new(cfg),
@@ -103,6 +128,9 @@ impl SequencePaxosComp {
             ticker: Ticker::new(s.tick_period),
             out: Vec::new(),
             events: Vec::new(),
+            large,
+            payloads: Vec::new(),
+            large_events: Vec::new(),
             stopping: false,
             resend_ticks,
             ticks: 0,
@@ -133,6 +161,41 @@ impl SequencePaxosComp {
             pending: self.core.pending_len() as u64,
             epoch: self.epoch,
             ..ReplicaStatus::default()
+        }
+    }
+
+    /// Sends what is queued in `payloads`, and logs what the large messages did.
+    fn send_payloads(&mut self) {
+        for (dst, payload) in self.payloads.drain(..) {
+            self.pl_port.trigger(PlRequest::Send { dst, payload });
+        }
+        self.large.take_events(&mut self.large_events);
+        for e in self.large_events.drain(..) {
+            let p = self.partition;
+            match e {
+                LargeEvent::Offered { to, id, len } => {
+                    inc(&self.metrics.large_messages_offered);
+                    info!(self.ctx.log(), "message too large for one piece, offered in chunks";
+                        "partition" => p, "to" => %to, "id" => id, "bytes" => len);
+                }
+                LargeEvent::Held { to } => {
+                    debug!(self.ctx.log(), "large message held back: the peer is still fetching the last one";
+                        "partition" => p, "to" => %to);
+                }
+                LargeEvent::Fetching { from, id, len } => {
+                    info!(self.ctx.log(), "fetching a large message";
+                        "partition" => p, "from" => %from, "id" => id, "bytes" => len);
+                }
+                LargeEvent::Fetched { from, len } => {
+                    inc(&self.metrics.large_messages_fetched);
+                    info!(self.ctx.log(), "large message fetched";
+                        "partition" => p, "from" => %from, "bytes" => len);
+                }
+                LargeEvent::Failed { from, reason } => {
+                    warn!(self.ctx.log(), "large message not fetched";
+                        "partition" => p, "from" => %from, "reason" => reason);
+                }
+            }
         }
     }
 
@@ -176,15 +239,9 @@ impl SequencePaxosComp {
             self.count_sent(*dst, msg);
         }
         for (dst, msg) in self.out.drain(..) {
-            self.pl_port.trigger(PlRequest::Send {
-                dst,
-                payload: PlPayload::Paxos {
-                    partition: self.partition,
-                    epoch: self.epoch,
-                    msg,
-                },
-            });
+            self.large.send(dst, msg, &mut self.payloads);
         }
+        self.send_payloads();
         self.core.take_events(&mut self.events);
         // Consecutive decided entries go up as one indication.
         let mut run: Option<(u64, Vec<KvCommand>)> = None;
@@ -281,6 +338,25 @@ impl Require<PerfectLink> for SequencePaxosComp {
     fn handle(&mut self, ind: PlIndication) -> HandlerResult {
         match ind {
             PlIndication::Deliver { src, payload } => {
+                if let PlPayload::PaxosLarge {
+                    partition,
+                    epoch,
+                    msg,
+                } = &*payload
+                    && *partition == self.partition
+                    && *epoch == self.epoch
+                {
+                    if !self.group.contains(&src) {
+                        warn!(self.ctx.log(), "ignoring replication message from outside the group";
+                            "partition" => self.partition, "from" => %src);
+                        return Handled::OK;
+                    }
+                    if let Some(m) = self.large.receive(src, msg.clone(), &mut self.payloads) {
+                        self.core.handle(src, m);
+                    }
+                    self.flush();
+                    return Handled::OK;
+                }
                 if let PlPayload::Paxos {
                     partition,
                     epoch,
@@ -316,6 +392,7 @@ impl Require<Timer> for SequencePaxosComp {
         if self.ticker.is_mine(&t) {
             self.ticks += 1;
             self.core.tick();
+            self.large.tick(&mut self.payloads);
             if self.stopping && self.ticks.is_multiple_of(self.resend_ticks) {
                 self.propose_stop();
             }

@@ -78,6 +78,16 @@ pub enum PlPayload {
         /// The message.
         msg: PaxosMsg<KvEntry>,
     },
+    /// A Sequence Paxos message of one partition's group in one epoch that is too
+    /// large to send in one piece (`paxos.max-message-bytes`).
+    PaxosLarge {
+        /// The partition.
+        partition: PartitionId,
+        /// The group's configuration epoch.
+        epoch: u64,
+        /// The message.
+        msg: LargePaxosMsg,
+    },
     /// State transfer to a new replica.
     Transfer(TransferMsg),
     /// Cluster formation.
@@ -86,6 +96,29 @@ pub enum PlPayload {
     Membership(MembershipMsg),
     /// A client request forwarded to a node that hosts the key's partition.
     Forward(crate::Routed),
+}
+
+/// How a Sequence Paxos message larger than `paxos.max-message-bytes` (a snapshot
+/// for a lagging replica, a long log suffix) travels: the sender keeps its encoding
+/// (`kv_wire::encode_paxos`) and offers it; the receiver pulls it in chunks, with
+/// the flow control of a state transfer, and handles it once it is whole.
+#[derive(Clone, Debug)]
+pub enum LargePaxosMsg {
+    /// "Message `id`, `len` bytes, is waiting for you."
+    Offer {
+        /// Names the message among the sender's offers.
+        id: u64,
+        /// Length of its encoding.
+        len: u64,
+    },
+    /// The fetch of message `id`: requests, chunks and refusals (each names the
+    /// partition as its group, and the epoch).
+    Transfer {
+        /// The message.
+        id: u64,
+        /// The transfer message.
+        msg: TransferMsg,
+    },
 }
 
 /// Cluster formation messages.

@@ -149,6 +149,12 @@ impl LogEntry for DirCommand {
     fn is_stop_sign(&self) -> bool {
         matches!(self, DirCommand::Reconfigure { group, .. } if *group == DIRECTORY_GROUP)
     }
+    fn size_hint(&self) -> usize {
+        match self {
+            DirCommand::Reconfigure { replicas, .. } => 32 + 32 * replicas.len(),
+            _ => 48,
+        }
+    }
 }
 
 /// What applying a command did.

@@ -95,6 +95,18 @@ pub enum KvOp {
 }
 
 impl KvOp {
+    /// About how many bytes a command holding this operation takes in a message or
+    /// a log: the key and values, plus an allowance for the command's header (its
+    /// client, sequence number, stamp and two addresses), generous enough to be an
+    /// upper bound of its wire encoding.
+    pub fn size_hint(&self) -> usize {
+        128 + match self {
+            KvOp::Get { key } => key.len(),
+            KvOp::Put { key, value } => key.len() + value.len(),
+            KvOp::Cas { key, expected, new } => key.len() + expected.len() + new.len(),
+        }
+    }
+
     /// The key the operation touches.
     pub fn key(&self) -> &str {
         match self {
@@ -143,6 +155,9 @@ impl crate::sequence_paxos::LogEntry for KvCommand {
     fn is_stop_sign(&self) -> bool {
         false
     }
+    fn size_hint(&self) -> usize {
+        self.op.size_hint()
+    }
 }
 
 /// The end of one configuration (epoch) of a partition's group: decided like any
@@ -168,6 +183,12 @@ pub enum KvEntry {
 impl crate::sequence_paxos::LogEntry for KvEntry {
     fn is_stop_sign(&self) -> bool {
         matches!(self, KvEntry::Stop(_))
+    }
+    fn size_hint(&self) -> usize {
+        match self {
+            KvEntry::Cmd(c) => c.op.size_hint(),
+            KvEntry::Stop(_) => 16,
+        }
     }
 }
 

@@ -496,6 +496,7 @@ impl Membership {
             me,
             peers: group.clone(),
             max_batch: 64,
+            max_batch_bytes: 64 * 1024,
             max_inflight_batches: 4,
             resend_ticks: self.cfg.resend_ticks,
             max_log_entries: 10_000,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kv_protocols::NodeId;
-use kv_protocols::kv::{Applied, ClientId, KvCommand, KvOp, KvResult, KvState, ENTRY_OVERHEAD};
+use kv_protocols::kv::{Applied, ClientId, ENTRY_OVERHEAD, KvCommand, KvOp, KvResult, KvState};
 use proptest::prelude::*;
 
 fn addr() -> NodeId {

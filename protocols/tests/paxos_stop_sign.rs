@@ -37,6 +37,9 @@ impl LogEntry for E {
     fn is_stop_sign(&self) -> bool {
         matches!(self, E::Stop(_))
     }
+    fn size_hint(&self) -> usize {
+        9
+    }
 }
 
 fn id(i: usize) -> NodeId {
@@ -101,6 +104,7 @@ impl Sim {
                     me: id(i),
                     peers: (0..n).map(id).collect(),
                     max_batch: 3,
+                    max_batch_bytes: usize::MAX,
                     max_inflight_batches: 2,
                     resend_ticks: 3,
                     max_log_entries: 20,
@@ -503,6 +507,7 @@ fn proposals_after_a_stop_sign_are_dropped() {
         me: id(0),
         peers: vec![id(0)],
         max_batch: 8,
+        max_batch_bytes: usize::MAX,
         max_inflight_batches: 2,
         resend_ticks: 3,
         max_log_entries: 100,

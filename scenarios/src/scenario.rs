@@ -172,6 +172,10 @@ pub struct Scenario {
     pub seeds: bool,
     /// `membership.replace-after` of every server (`None`: the default).
     pub replace_after: Option<Duration>,
+    /// `paxos.max-message-bytes` of every server (`None`: the default).
+    pub max_message_bytes: Option<usize>,
+    /// `paxos.snapshot-interval` of every server (`None`: the default).
+    pub snapshot_interval: Option<u64>,
 }
 
 impl Scenario {
@@ -193,7 +197,25 @@ impl Scenario {
             log: None,
             seeds: false,
             replace_after: None,
+            max_message_bytes: None,
+            snapshot_interval: None,
         }
+    }
+
+    /// Servers send replication messages larger than `bytes` in chunks (keys are
+    /// then limited to 16 bytes and values to 64, so that `bytes` may be as small
+    /// as 656).
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = Some(bytes);
+        self
+    }
+
+    /// Servers snapshot their partitions every `entries` applied entries (and no
+    /// more often than their state's size is written), and keep at most twice that
+    /// many entries in their logs, so a replica that falls behind gets a snapshot.
+    pub fn snapshot_interval(mut self, entries: u64) -> Self {
+        self.snapshot_interval = Some(entries);
+        self
     }
 
     /// Servers replace a replica whose node they suspected for `after`.
@@ -328,8 +350,22 @@ impl Scenario {
     pub fn node_config(&self, i: usize) -> NodeConfig {
         let reference = NodeConfig::reference();
         let replace_after = self.replace_after.or(reference.membership.replace_after);
-        reference
-            .with_replace_after(replace_after)
+        let snapshot_interval = self
+            .snapshot_interval
+            .unwrap_or(reference.paxos.snapshot_interval);
+        let mut cfg = reference;
+        if let Some(entries) = self.snapshot_interval {
+            cfg.paxos.max_log_entries = 2 * entries;
+        }
+        if let Some(bytes) = self.max_message_bytes {
+            // Small messages need small requests: the simulated workloads use
+            // short keys and values.
+            cfg.limits.max_key_bytes = 16;
+            cfg.limits.max_value_bytes = 64;
+            cfg = cfg.with_max_message_bytes(bytes);
+        }
+        cfg.with_replace_after(replace_after)
+            .with_snapshot_interval(snapshot_interval)
             .with_address(node_addr(i))
             .with_bootstrap_address(node_addr(1))
             .with_boot_threshold(self.boot_threshold.unwrap_or(self.nodes))
@@ -841,6 +877,24 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|(i, n)| (*i, n.node.status_source.collect(0).incarnation))
             .collect();
+        let partitions = self.sc.partitions;
+        let counters: BTreeMap<usize, ReplicaCounters> = self
+            .nodes
+            .iter()
+            .map(|(i, n)| {
+                let mut c = ReplicaCounters::default();
+                for p in 0..partitions {
+                    let m = n.node.metrics.partition(p);
+                    let get = |a: &std::sync::atomic::AtomicU64| {
+                        a.load(std::sync::atomic::Ordering::Relaxed)
+                    };
+                    c.large_messages_fetched += get(&m.large_messages_fetched);
+                    c.snapshots_installed += get(&m.snapshots_installed);
+                    c.snapshots_taken += get(&m.snapshots_taken);
+                }
+                (*i, c)
+            })
+            .collect();
         self.nodes.clear();
         self.clients.clear();
         self.sim.shutdown();
@@ -859,10 +913,22 @@ impl<'a> Runner<'a> {
             directories,
             hosting,
             incarnations,
+            counters,
             booted_at: self.booted_at,
             problems,
         }
     }
+}
+
+/// A live server's replica counters at the end of a run, summed over partitions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaCounters {
+    /// Replication messages too large for one piece, fetched in chunks.
+    pub large_messages_fetched: u64,
+    /// Snapshots installed in place of the state machine.
+    pub snapshots_installed: u64,
+    /// Snapshots taken.
+    pub snapshots_taken: u64,
 }
 
 fn obs_done(rec: &SharedRecorder) -> bool {
@@ -900,6 +966,8 @@ pub struct Outcome {
     pub hosting: BTreeMap<usize, Vec<(PartitionId, u64)>>,
     /// Each live server's process incarnation at the end.
     pub incarnations: BTreeMap<usize, u64>,
+    /// Each live server's replica counters at the end.
+    pub counters: BTreeMap<usize, ReplicaCounters>,
     /// When the first server installed the lookup table.
     pub booted_at: Option<Duration>,
     /// Anything wrong the simulator itself noticed (livelock, replicas deciding
@@ -922,6 +990,7 @@ impl Outcome {
             restarted: Vec::new(),
             alive: Vec::new(),
             directories: BTreeMap::new(),
+            counters: BTreeMap::new(),
             hosting: BTreeMap::new(),
             incarnations: BTreeMap::new(),
             booted_at: None,

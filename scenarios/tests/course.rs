@@ -82,6 +82,24 @@ fn resilience_one_crash_every_read_is_answered() {
 }
 
 #[test]
+fn resilience_a_replica_behind_the_trimmed_log_catches_up_from_a_chunked_snapshot() {
+    for (net, seed) in networks() {
+        let o = resilience::lagging_replica(net, seed).run();
+        assert_clean(&o);
+        assert_eq!(o.killed, vec![1]);
+        let gets = results(&o, 2);
+        assert_eq!(gets.len(), 101);
+        for (i, (_, r)) in gets.iter().enumerate() {
+            assert_eq!(*r, Some(value(i)), "seed {seed}: GET test{i}");
+        }
+        // Server 3 got the state as a snapshot, in a message pulled in chunks.
+        let c = o.counters[&3];
+        assert!(c.snapshots_installed >= 1, "seed {seed}: {c:?}");
+        assert!(c.large_messages_fetched >= 1, "seed {seed}: {c:?}");
+    }
+}
+
+#[test]
 fn resilience_restarted_bootstrap_server_rejoins_and_every_read_is_answered() {
     for (net, seed) in networks() {
         let o = resilience::restarted_bootstrap_server(net, seed).run();

@@ -146,6 +146,24 @@ pub fn encode_to_vec(msg: &NetMessage) -> (SerId, Vec<u8>) {
     (ser_id_of(msg), v)
 }
 
+/// The encoding of one partition's Sequence Paxos message on its own: what a
+/// replica offers in chunks when the message is too large to send in one piece
+/// (`kv_ports::LargePaxosMsg`).
+pub fn encode_paxos(msg: &PaxosMsg<KvEntry>) -> Vec<u8> {
+    c::paxos_to_pb(msg).encode_to_vec()
+}
+
+/// Decodes what [`encode_paxos`] made, checking it like any message from the
+/// network.
+pub fn decode_paxos(bytes: &[u8]) -> Result<PaxosMsg<KvEntry>, WireError> {
+    c::paxos_from_pb(pb::PaxosMsg::decode(bytes)?)
+}
+
+/// An upper bound on the length of [`encode_paxos`]`(msg)`, without encoding it.
+pub fn paxos_size_hint(msg: &PaxosMsg<KvEntry>) -> usize {
+    paxos_len(msg, entries_len)
+}
+
 /// Decodes `bytes`, which arrived under serialisation id `ser_id`.
 pub fn decode_slice(ser_id: SerId, mut bytes: &[u8]) -> Result<NetMessage, WireError> {
     decode(ser_id, &mut bytes)
@@ -227,11 +245,15 @@ fn payload_len(p: &PlPayload) -> usize {
             PlPayload::Epfd(_) => LEN + U64,
             PlPayload::Ble { .. } => 2 * LEN + 2 * U64 + 2 * U64 + LEN + U64 + ADDR + 2,
             PlPayload::Paxos { msg, .. } => LEN + 2 * U64 + paxos_len(msg, entries_len),
-            PlPayload::Transfer(t) => {
-                LEN + 6 * U64
-                    + match t {
-                        kv_protocols::transfer::TransferMsg::Chunk { data, .. } => LEN + data.len(),
-                        _ => 0,
+            PlPayload::Transfer(t) => transfer_len(t),
+            PlPayload::PaxosLarge { msg, .. } => {
+                LEN + 2 * U64
+                    + LEN
+                    + match msg {
+                        kv_ports::LargePaxosMsg::Offer { .. } => 2 * U64,
+                        kv_ports::LargePaxosMsg::Transfer { msg, .. } => {
+                            U64 + LEN + transfer_len(msg)
+                        }
                     }
             }
             PlPayload::Bootstrap(b) => {
@@ -260,6 +282,14 @@ fn payload_len(p: &PlPayload) -> usize {
                         .map(|q| LEN + 2 * U64 + op_len(&q.op))
                         .sum::<usize>()
             }
+        }
+}
+
+fn transfer_len(t: &kv_protocols::transfer::TransferMsg) -> usize {
+    LEN + 6 * U64
+        + match t {
+            kv_protocols::transfer::TransferMsg::Chunk { data, .. } => LEN + data.len(),
+            _ => 0,
         }
 }
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use kv_ports::{
     AdminOp, AdminReply, AdminRequest, AdminResult, BootstrapMsg, ClientMessage, ClientRequest,
-    ClientResponse, LinkAck, LinkFrame, NodeStatus, PlPayload, Refusal, ReplicaMove, ReplicaStatus,
-    Routed,
+    ClientResponse, LargePaxosMsg, LinkAck, LinkFrame, NodeStatus, PlPayload, Refusal, ReplicaMove,
+    ReplicaStatus, Routed,
 };
 use kv_protocols::ballot::Ballot;
 use kv_protocols::ble::BleMsg;
@@ -618,6 +618,28 @@ pub(crate) fn payload_to_pb(p: &PlPayload) -> pb::PlPayload {
             msg: Some(paxos_to_pb(msg)),
         }),
         PlPayload::Transfer(m) => Payload::Transfer(transfer_to_pb(m)),
+        PlPayload::PaxosLarge {
+            partition,
+            epoch,
+            msg,
+        } => {
+            use pb::paxos_large::Msg;
+            Payload::PaxosLarge(pb::PaxosLarge {
+                partition: *partition,
+                epoch: *epoch,
+                msg: Some(match msg {
+                    LargePaxosMsg::Offer { id, len } => {
+                        Msg::Offer(pb::paxos_large::Offer { id: *id, len: *len })
+                    }
+                    LargePaxosMsg::Transfer { id, msg } => {
+                        Msg::Transfer(pb::paxos_large::Transfer {
+                            id: *id,
+                            msg: Some(transfer_to_pb(msg)),
+                        })
+                    }
+                }),
+            })
+        }
         PlPayload::Bootstrap(m) => Payload::Bootstrap(bootstrap_to_pb(m)),
         PlPayload::Forward(r) => Payload::Forward(routed_to_pb(r)),
         PlPayload::Membership(m) => Payload::Membership(membership_to_pb(m)),
@@ -642,6 +664,23 @@ pub(crate) fn payload_from_pb(p: pb::PlPayload) -> Result<PlPayload> {
             msg: paxos_from_pb(req(x.msg, "PlPayload.Paxos", "msg")?)?,
         },
         Payload::Transfer(m) => PlPayload::Transfer(transfer_from_pb(m)?),
+        Payload::PaxosLarge(x) => {
+            use pb::paxos_large::Msg;
+            PlPayload::PaxosLarge {
+                partition: x.partition,
+                epoch: x.epoch,
+                msg: match one(x.msg, "PaxosLarge", "msg")? {
+                    Msg::Offer(o) => LargePaxosMsg::Offer {
+                        id: o.id,
+                        len: o.len,
+                    },
+                    Msg::Transfer(t) => LargePaxosMsg::Transfer {
+                        id: t.id,
+                        msg: transfer_from_pb(req(t.msg, "PaxosLarge.Transfer", "msg")?)?,
+                    },
+                },
+            }
+        }
         Payload::Bootstrap(m) => PlPayload::Bootstrap(bootstrap_from_pb(m)?),
         Payload::Forward(r) => PlPayload::Forward(routed_from_pb(r)?),
         Payload::Membership(m) => PlPayload::Membership(membership_from_pb(m)?),

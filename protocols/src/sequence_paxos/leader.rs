@@ -359,7 +359,11 @@ impl<T: super::LogEntry> SequencePaxos<T> {
     /// anything was sent.
     fn leader_flush(&mut self) -> bool {
         let mut flushed = false;
-        while let Role::Leader(ls) = &mut self.role {
+        loop {
+            let batch_len = self.next_batch_len();
+            let Role::Leader(ls) = &mut self.role else {
+                break;
+            };
             let n = ls.n;
             let Phase::Accept(acc) = &mut ls.phase else {
                 break;
@@ -374,7 +378,7 @@ impl<T: super::LogEntry> SequencePaxos<T> {
             if self.pending.is_empty() || acc.batch_ends.len() >= self.max_inflight {
                 break;
             }
-            let mut k = self.pending.len().min(self.max_batch);
+            let mut k = batch_len;
             if let Some(pos) = self.pending.iter().take(k).position(|e| e.is_stop_sign()) {
                 k = pos + 1;
             }

@@ -35,6 +35,10 @@ pub use messages::{
 pub trait LogEntry: Clone + std::fmt::Debug {
     /// Whether this entry ends its configuration.
     fn is_stop_sign(&self) -> bool;
+
+    /// About how many bytes the entry takes in a message (an upper estimate is
+    /// best): batches stop growing at [`PaxosConfig::max_batch_bytes`].
+    fn size_hint(&self) -> usize;
 }
 
 /// Plain integers (the logs of tests and examples) are never stop-signs.
@@ -42,12 +46,18 @@ impl LogEntry for u32 {
     fn is_stop_sign(&self) -> bool {
         false
     }
+    fn size_hint(&self) -> usize {
+        4
+    }
 }
 
 /// Plain integers (the logs of tests and examples) are never stop-signs.
 impl LogEntry for u64 {
     fn is_stop_sign(&self) -> bool {
         false
+    }
+    fn size_hint(&self) -> usize {
+        8
     }
 }
 
@@ -62,6 +72,10 @@ pub struct PaxosConfig {
     pub peers: Vec<NodeId>,
     /// Most entries in one `AcceptDecide` or `ProposalForward` (0 is treated as 1).
     pub max_batch: usize,
+    /// Most bytes ([`LogEntry::size_hint`]) in one `AcceptDecide` or
+    /// `ProposalForward`; a single entry above it still goes, alone. Keeps batches
+    /// of large values within a network frame.
+    pub max_batch_bytes: usize,
     /// Most batches the leader keeps undecided before it holds new proposals back
     /// (0 is treated as 1).
     pub max_inflight_batches: usize,
@@ -122,6 +136,7 @@ pub struct SequencePaxos<T> {
     majority: usize,
     /// Invariant: `>= 1`.
     max_batch: usize,
+    max_batch_bytes: usize,
     /// Invariant: `>= 1`.
     max_inflight: usize,
     /// Invariant: `>= 1`.
@@ -191,6 +206,7 @@ impl<T: LogEntry> SequencePaxos<T> {
             others,
             majority,
             max_batch: cfg.max_batch.max(1),
+            max_batch_bytes: cfg.max_batch_bytes,
             max_inflight: cfg.max_inflight_batches.max(1),
             resend_ticks: cfg.resend_ticks.max(1),
             max_log_entries: cfg.max_log_entries,
@@ -290,7 +306,8 @@ impl<T: LogEntry> SequencePaxos<T> {
         }
         if matches!(self.role, Role::Leader(_)) {
             self.leader_pump();
-        } else if self.pending.len() >= self.max_batch {
+        } else if self.pending.len() >= self.max_batch || self.next_batch_len() < self.pending.len()
+        {
             self.forward_pending();
         }
     }
@@ -444,6 +461,21 @@ impl<T: LogEntry> SequencePaxos<T> {
         ));
     }
 
+    /// How many of the buffered proposals go in the next batch: at least one (when
+    /// any), at most `max_batch`, and no more than `max_batch_bytes` together.
+    fn next_batch_len(&self) -> usize {
+        let mut bytes = 0usize;
+        let mut k = 0;
+        for e in self.pending.iter().take(self.max_batch) {
+            bytes = bytes.saturating_add(e.size_hint());
+            if k > 0 && bytes > self.max_batch_bytes {
+                break;
+            }
+            k += 1;
+        }
+        k
+    }
+
     fn snapshot_idx(&self) -> u64 {
         self.snapshot.as_ref().map_or(0, |s| s.idx)
     }
@@ -566,7 +598,7 @@ impl<T: LogEntry> SequencePaxos<T> {
             return;
         }
         while !self.pending.is_empty() {
-            let k = self.pending.len().min(self.max_batch);
+            let k = self.next_batch_len();
             let batch: Vec<T> = self.pending.drain(..k).collect();
             self.outgoing
                 .push((leader.pid, PaxosMsg::ProposalForward(batch)));

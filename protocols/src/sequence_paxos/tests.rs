@@ -12,6 +12,7 @@ fn cfg(me: u16, n: u16, max_log_entries: u64) -> PaxosConfig {
         me: id(me),
         peers: (0..n).map(id).collect(),
         max_batch: 8,
+        max_batch_bytes: usize::MAX,
         max_inflight_batches: 2,
         resend_ticks: 3,
         max_log_entries,
@@ -472,4 +473,46 @@ fn followers_that_each_believe_the_other_leads_pass_proposals_once_per_tick() {
     assert!(
         matches!(&sent[..], [(to, PaxosMsg::ProposalForward(v))] if *to == id(1) && v == &vec![7])
     );
+}
+
+#[test]
+fn batches_stop_at_the_byte_bound_and_a_heavier_entry_goes_alone() {
+    let mut net = Net::new(3, 1000);
+    for (i, node) in net.nodes.iter_mut().enumerate() {
+        // u32 entries weigh 4 bytes: three fit in 12.
+        *node = SequencePaxos::new(PaxosConfig {
+            max_batch_bytes: 12,
+            max_inflight_batches: 100,
+            ..cfg(i as u16, 3, 1000)
+        });
+    }
+    net.elect(0, 1);
+    let mut sizes = Vec::new();
+    net.nodes[0].propose_all(0..7u32);
+    for (_, msg) in out(&mut net.nodes[0]) {
+        if let PaxosMsg::AcceptDecide(a) = msg {
+            sizes.push(a.entries.len());
+        }
+    }
+    // To each of the two followers: 3, 3, 1.
+    assert_eq!(sizes, vec![3, 3, 3, 3, 1, 1]);
+
+    // Forwarded proposals are cut the same way; a bound below one entry still
+    // lets each entry through, alone.
+    let mut f: SequencePaxos<u32> = SequencePaxos::new(PaxosConfig {
+        max_batch_bytes: 1,
+        ..cfg(1, 3, 1000)
+    });
+    f.handle_leader(ballot(1, 0));
+    out(&mut f);
+    f.propose_all([1, 2]);
+    f.tick();
+    let forwarded: Vec<Vec<u32>> = out(&mut f)
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            PaxosMsg::ProposalForward(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forwarded, vec![vec![1], vec![2]]);
 }

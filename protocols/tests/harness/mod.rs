@@ -96,6 +96,8 @@ pub struct Params {
     pub max_pending: usize,
     /// Batch size.
     pub max_batch: usize,
+    /// Batch size in bytes (entries weigh 8).
+    pub max_batch_bytes: usize,
     /// Pipelining depth.
     pub max_inflight_batches: usize,
     /// Whether hosts take snapshots.
@@ -115,6 +117,8 @@ impl Params {
             max_log_entries: 24,
             max_pending: 16,
             max_batch: 4,
+            // Three entries: the byte bound, not the count, cuts the batches.
+            max_batch_bytes: 24,
             max_inflight_batches: 2,
             snapshots: true,
         }
@@ -234,6 +238,7 @@ impl Sim {
                     me: ids[i],
                     peers: ids.clone(),
                     max_batch: params.max_batch,
+                    max_batch_bytes: params.max_batch_bytes,
                     max_inflight_batches: params.max_inflight_batches,
                     resend_ticks: RESEND_TICKS,
                     max_log_entries: params.max_log_entries,

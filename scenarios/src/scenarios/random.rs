@@ -75,6 +75,17 @@ pub fn scenario(seed: u64) -> Scenario {
     let mut joins = SplitMix64::new(mix64(seed ^ 0x7370_6172_6573));
     let spares = joins.below(3) as usize;
     let total = n + spares;
+    // Replication settings, from a stream of their own: in a third of the schedules
+    // every message above a few kilobytes (a sync after a fault) travels in chunks
+    // (`kv_components::large_paxos`), and in a third the partitions are snapshotted
+    // every few dozen entries (so lagging replicas get snapshots).
+    let mut settings = SplitMix64::new(mix64(seed ^ 0x6c61_7267_6573));
+    let max_message = settings
+        .chance(1.0 / 3.0)
+        .then(|| settings.range_inclusive(700, 1500) as usize);
+    let snapshot_interval = settings
+        .chance(1.0 / 3.0)
+        .then(|| settings.range_inclusive(10, 60));
     let gap = ms(rng.range_inclusive(0, 300));
     let mut sc = Scenario::new("random")
         .seed(seed)
@@ -82,6 +93,12 @@ pub fn scenario(seed: u64) -> Scenario {
         .cluster(total, partitions, r)
         .boot_threshold(n)
         .replace_after(REPLACE_AFTER);
+    if let Some(bytes) = max_message {
+        sc = sc.max_message_bytes(bytes);
+    }
+    if let Some(entries) = snapshot_interval {
+        sc = sc.snapshot_interval(entries);
+    }
     for i in 1..=n {
         sc = sc.start_node(gap * (i as u32 - 1), i);
     }

@@ -11,6 +11,11 @@
 //!   restarting it would); it rejoins through its seeds as a member without its
 //!   former replica, and a client contacting it at 82 s reads everything through
 //!   the two surviving replicas.
+//! - [`lagging_replica`]: server 3 is cut off while 101 writes go through servers
+//!   1 and 2, whose logs keep only 40 entries; after the cut heals, server 3 can
+//!   only catch up from a snapshot, which (like every replication message above
+//!   700 bytes here) it pulls in chunks. Then server 1 is killed, so nothing is
+//!   decided without server 3, and a client contacting server 3 reads every value.
 //! - [`two_crashes`] (course 3b): servers 1 and 2 are killed at 22 s and 23 s; a
 //!   client starts at 83 s contacting `contact` (the course: the dead server 2) and
 //!   reads: no operation is answered, and none wrongly.
@@ -46,6 +51,23 @@ pub fn restarted_bootstrap_server(delay: DelayModel, seed: u64) -> Scenario {
         .restart(secs(22), 1)
         .burst(secs(82), 2, 1, super::ops::gets(100))
         .end_when_done(secs(142))
+}
+
+/// See the module docs.
+pub fn lagging_replica(delay: DelayModel, seed: u64) -> Scenario {
+    Scenario::new("resilience-lagging-replica")
+        .seed(seed)
+        .network(delay)
+        .cluster(3, 1, 3)
+        .snapshot_interval(20)
+        .max_message_bytes(700)
+        .start_nodes(secs(0), secs(1))
+        .partition(secs(8), vec![vec![1, 2], vec![3]])
+        .burst(secs(10), 1, 1, super::ops::prefill_ops())
+        .heal(secs(30))
+        .kill(secs(40), 1)
+        .burst(secs(50), 2, 3, super::ops::gets(100))
+        .end_when_done(secs(110))
 }
 
 /// The key space of the load in [`leader_crash_under_load`].

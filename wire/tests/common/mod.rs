@@ -267,6 +267,29 @@ pub fn payloads() -> Vec<PlPayload> {
             group: u32::MAX,
             epoch: 1,
         }),
+        PlPayload::PaxosLarge {
+            partition: 4,
+            epoch: 2,
+            msg: kv_ports::LargePaxosMsg::Offer {
+                id: 9,
+                len: 500 << 20,
+            },
+        },
+        PlPayload::PaxosLarge {
+            partition: u32::MAX,
+            epoch: u64::MAX,
+            msg: kv_ports::LargePaxosMsg::Transfer {
+                id: u64::MAX,
+                msg: TransferMsg::Chunk {
+                    group: u32::MAX,
+                    epoch: u64::MAX,
+                    total_len: 3000,
+                    checksum: 7,
+                    offset: 0,
+                    data: vec![1, 2, 3],
+                },
+            },
+        },
         PlPayload::Bootstrap(BootstrapMsg::Rejected {
             reason: "too late".into(),
         }),
