@@ -810,6 +810,7 @@ impl Node {
                 retransmit_period: cfg.link.retransmit_period,
                 max_unacked: cfg.link.max_unacked,
                 unreachable_warning: cfg.link.unreachable_warning,
+                max_frame_bytes: cfg.limits.max_frame_bytes,
             })
         });
         connect_to(&net, &link);

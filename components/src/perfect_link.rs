@@ -25,54 +25,23 @@ const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// acknowledgements at full load, far below the transport's queue for one peer.
 const MAX_INFLIGHT_BYTES: usize = 1 << 20;
 
-/// A cheap upper estimate of a payload's encoded size.
+/// An upper estimate of a payload's encoded size (the wire codec's, without
+/// encoding).
 fn approx_size(p: &Arc<PlPayload>) -> usize {
-    use kv_protocols::sequence_paxos::messages::PaxosMsg;
-    fn op(o: &kv_ports::KvOp) -> usize {
-        64 + match o {
-            kv_ports::KvOp::Get { key } => key.len(),
-            kv_ports::KvOp::Put { key, value } => key.len() + value.len(),
-            kv_ports::KvOp::Cas { key, expected, new } => key.len() + expected.len() + new.len(),
-        }
-    }
-    fn cmd(e: &kv_ports::KvEntry) -> usize {
-        match e {
-            kv_ports::KvEntry::Cmd(c) => op(&c.op),
-            kv_ports::KvEntry::Stop(_) => 16,
-        }
-    }
-    64 + match &**p {
-        PlPayload::Paxos { msg, .. } => match msg {
-            PaxosMsg::Promise(m) => {
-                m.suffix.iter().map(cmd).sum::<usize>()
-                    + m.snapshot.as_ref().map_or(0, |s| s.data.len())
-            }
-            PaxosMsg::AcceptSync(m) => {
-                m.suffix.iter().map(cmd).sum::<usize>()
-                    + m.snapshot.as_ref().map_or(0, |s| s.data.len())
-            }
-            PaxosMsg::AcceptDecide(m) => m.entries.iter().map(cmd).sum(),
-            PaxosMsg::ProposalForward(v) => v.iter().map(cmd).sum(),
-            _ => 0,
-        },
-        PlPayload::Forward(r) => r.requests.iter().map(|q| op(&q.op)).sum(),
-        PlPayload::Transfer(kv_protocols::transfer::TransferMsg::Chunk { data, .. }) => data.len(),
-        PlPayload::Bootstrap(kv_ports::BootstrapMsg::Boot(d)) => 64 * d.members().len() * 4,
-        PlPayload::Bootstrap(kv_ports::BootstrapMsg::CheckIn { cluster, .. }) => cluster.len(),
-        PlPayload::Membership(kv_ports::MembershipMsg::State(d)) => 64 * d.members().len() * 4,
-        PlPayload::Membership(kv_ports::MembershipMsg::Paxos { msg, .. }) => match msg {
-            PaxosMsg::Promise(m) => {
-                64 * m.suffix.len() + m.snapshot.as_ref().map_or(0, |s| s.data.len())
-            }
-            PaxosMsg::AcceptSync(m) => {
-                64 * m.suffix.len() + m.snapshot.as_ref().map_or(0, |s| s.data.len())
-            }
-            PaxosMsg::AcceptDecide(m) => 64 * m.entries.len(),
-            PaxosMsg::ProposalForward(v) => 64 * v.len(),
-            _ => 0,
-        },
-        PlPayload::Bootstrap(kv_ports::BootstrapMsg::Rejected { reason }) => reason.len(),
-        _ => 0,
+    kv_wire::payload_size_hint(p)
+}
+
+/// What kind of payload `p` is, for log lines.
+fn payload_kind(p: &PlPayload) -> &'static str {
+    match p {
+        PlPayload::Epfd(_) => "failure detector",
+        PlPayload::Ble { .. } => "leader election",
+        PlPayload::Paxos { .. } => "sequence paxos",
+        PlPayload::PaxosLarge { .. } => "large sequence paxos message",
+        PlPayload::Transfer(_) => "state transfer",
+        PlPayload::Bootstrap(_) => "bootstrap",
+        PlPayload::Membership(_) => "membership",
+        PlPayload::Forward(_) => "forwarded requests",
     }
 }
 
@@ -93,7 +62,14 @@ pub struct PerfectLinkConfig {
     pub max_unacked: usize,
     /// Time after which a silent peer is reported unreachable.
     pub unreachable_warning: Duration,
+    /// The network's frame limit (`limits.max-frame-bytes`). A payload that could
+    /// not fit in a frame is refused at once: sent, it would be dropped by the
+    /// network and resent for ever, and nothing behind it would arrive.
+    pub max_frame_bytes: usize,
 }
+
+/// Room in a frame for the frame's own fields around one payload.
+const FRAME_OVERHEAD: usize = 1024;
 
 /// Provides [`PerfectLink`] over [`Network`] and [`Timer`].
 #[derive(ComponentDefinition)]
@@ -223,7 +199,16 @@ impl Provide<PerfectLink> for PerfectLinkComp {
                         payload: Arc::new(payload),
                     });
                 } else {
-                    self.core.send(dst, Arc::new(payload));
+                    let payload = Arc::new(payload);
+                    let size = approx_size(&payload);
+                    if size + FRAME_OVERHEAD > self.cfg.max_frame_bytes {
+                        error!(self.ctx.log(), "message refused: larger than a network frame";
+                            "to" => %dst, "bytes" => size,
+                            "max_frame_bytes" => self.cfg.max_frame_bytes,
+                            "kind" => payload_kind(&payload));
+                    } else {
+                        self.core.send(dst, payload);
+                    }
                 }
             }
         }

@@ -161,6 +161,7 @@ impl Side {
             // Far above what is ever outstanding, so nothing is dropped for space.
             max_unacked: 100_000,
             unreachable_warning: Duration::from_secs(5),
+            max_frame_bytes: 1 << 20,
         };
         let sys = &self.rt.system;
         let link = sys.create(|| PerfectLinkComp::new(cfg));
@@ -376,4 +377,21 @@ fn frames_larger_than_a_network_buffer_chunk_arrive_whole() {
         );
         assert_eq!(seen.delivered, (0..6).collect::<Vec<u64>>(), "side {name}");
     }
+}
+
+#[test]
+fn a_payload_larger_than_a_frame_is_refused_and_the_link_goes_on() {
+    let signal = Arc::new(Signal::default());
+    let mut a = Side::start("oversize-a", &signal);
+    let mut b = Side::start("oversize-b", &signal);
+    let (addr_a, addr_b) = (a.rt.address, b.rt.address);
+    a.wire(0x2A, addr_b);
+    b.wire(0x2B, addr_a);
+    // Payload 0 cannot fit in a 1 MiB frame; 1 and 2 are small and sent after it.
+    a.send_padded(0..1, 2 << 20);
+    a.send(1..3);
+    wait_until(&signal, "the two small payloads", || b.delivered() >= 2);
+    let seen = b.seen.lock().unwrap();
+    assert_eq!(seen.delivered, vec![1, 2]);
+    assert!(seen.unexpected.is_empty(), "{:?}", seen.unexpected);
 }

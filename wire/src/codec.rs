@@ -159,6 +159,11 @@ pub fn decode_paxos(bytes: &[u8]) -> Result<PaxosMsg<KvEntry>, WireError> {
     c::paxos_from_pb(pb::PaxosMsg::decode(bytes)?)
 }
 
+/// An upper bound on the encoded length of one link payload, without encoding it.
+pub fn payload_size_hint(p: &PlPayload) -> usize {
+    payload_len(p)
+}
+
 /// An upper bound on the length of [`encode_paxos`]`(msg)`, without encoding it.
 pub fn paxos_size_hint(msg: &PaxosMsg<KvEntry>) -> usize {
     paxos_len(msg, entries_len)

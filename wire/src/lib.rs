@@ -40,7 +40,7 @@ pub mod pb {
 
 pub use codec::{
     Deser, Wire, decode, decode_paxos, decode_slice, encode, encode_paxos, encode_to_vec,
-    paxos_size_hint, ser_id_of, size_hint, unpack,
+    paxos_size_hint, payload_size_hint, ser_id_of, size_hint, unpack,
 };
 pub use error::WireError;
 pub use kompact::prelude::SerId;
