@@ -338,41 +338,34 @@ impl Require<PerfectLink> for SequencePaxosComp {
     fn handle(&mut self, ind: PlIndication) -> HandlerResult {
         match ind {
             PlIndication::Deliver { src, payload } => {
-                if let PlPayload::PaxosLarge {
-                    partition,
-                    epoch,
-                    msg,
-                } = &*payload
-                    && *partition == self.partition
-                    && *epoch == self.epoch
-                {
-                    if !self.group.contains(&src) {
-                        warn!(self.ctx.log(), "ignoring replication message from outside the group";
-                            "partition" => self.partition, "from" => %src);
-                        return Handled::OK;
+                let (partition, epoch) = match &*payload {
+                    PlPayload::Paxos {
+                        partition, epoch, ..
                     }
-                    if let Some(m) = self.large.receive(src, msg.clone(), &mut self.payloads) {
-                        self.core.handle(src, m);
-                    }
-                    self.flush();
+                    | PlPayload::PaxosLarge {
+                        partition, epoch, ..
+                    } => (*partition, *epoch),
+                    _ => return Handled::OK,
+                };
+                if partition != self.partition || epoch != self.epoch {
                     return Handled::OK;
                 }
-                if let PlPayload::Paxos {
-                    partition,
-                    epoch,
-                    msg,
-                } = &*payload
-                    && *partition == self.partition
-                    && *epoch == self.epoch
-                {
-                    if !self.group.contains(&src) {
-                        warn!(self.ctx.log(), "ignoring replication message from outside the group";
-                            "partition" => self.partition, "from" => %src);
-                        return Handled::OK;
-                    }
-                    self.core.handle(src, msg.clone());
-                    self.flush();
+                if !self.group.contains(&src) {
+                    warn!(self.ctx.log(), "ignoring replication message from outside the group";
+                        "partition" => self.partition, "from" => %src);
+                    return Handled::OK;
                 }
+                let msg = match &*payload {
+                    PlPayload::Paxos { msg, .. } => Some(msg.clone()),
+                    PlPayload::PaxosLarge { msg, .. } => {
+                        self.large.receive(src, msg.clone(), &mut self.payloads)
+                    }
+                    _ => None,
+                };
+                if let Some(m) = msg {
+                    self.core.handle(src, m);
+                }
+                self.flush();
             }
             PlIndication::Reconnected(peer) => {
                 if self.group.contains(&peer) {

@@ -67,17 +67,22 @@ fn put_cas_test_phases_give_the_course_outcomes() {
     }
 }
 
+/// Client `client` read `test0` ..= `test100` and got every prefilled value.
+fn assert_reads_prefilled(o: &scenarios::scenario::Outcome, client: usize, seed: u64) {
+    let gets = results(o, client);
+    assert_eq!(gets.len(), 101);
+    for (i, (_, r)) in gets.iter().enumerate() {
+        assert_eq!(*r, Some(value(i)), "seed {seed}: GET test{i}");
+    }
+}
+
 #[test]
 fn resilience_one_crash_every_read_is_answered() {
     for (net, seed) in networks() {
         let o = resilience::one_crash(net, seed).run();
         assert_clean(&o);
         assert_eq!(o.killed, vec![1]);
-        let gets = results(&o, 2);
-        assert_eq!(gets.len(), 101);
-        for (i, (_, r)) in gets.iter().enumerate() {
-            assert_eq!(*r, Some(value(i)), "seed {seed}: GET test{i}");
-        }
+        assert_reads_prefilled(&o, 2, seed);
     }
 }
 
@@ -87,11 +92,7 @@ fn resilience_a_replica_behind_the_trimmed_log_catches_up_from_a_chunked_snapsho
         let o = resilience::lagging_replica(net, seed).run();
         assert_clean(&o);
         assert_eq!(o.killed, vec![1]);
-        let gets = results(&o, 2);
-        assert_eq!(gets.len(), 101);
-        for (i, (_, r)) in gets.iter().enumerate() {
-            assert_eq!(*r, Some(value(i)), "seed {seed}: GET test{i}");
-        }
+        assert_reads_prefilled(&o, 2, seed);
         // Server 3 got the state as a snapshot, in a message pulled in chunks.
         let c = o.counters[&3];
         assert!(c.snapshots_installed >= 1, "seed {seed}: {c:?}");
