@@ -644,22 +644,7 @@ impl NodeHost {
     }
 }
 
-impl ComponentLifecycle for NodeHost {
-    fn on_start(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.start());
-        Handled::OK
-    }
-
-    fn on_stop(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.stop());
-        Handled::OK
-    }
-
-    fn on_kill(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.stop());
-        Handled::OK
-    }
-}
+kv_components::ticker_lifecycle!(NodeHost);
 
 impl Require<Bootstrapping> for NodeHost {
     fn handle(&mut self, ind: BootIndication) -> HandlerResult {
@@ -695,14 +680,7 @@ impl Require<Bootstrapping> for NodeHost {
 
 impl Require<EventuallyPerfectFailureDetector> for NodeHost {
     fn handle(&mut self, ind: EpfdIndication) -> HandlerResult {
-        match ind {
-            EpfdIndication::Suspect(n) => {
-                self.suspected.insert(n);
-            }
-            EpfdIndication::Restore(n) => {
-                self.suspected.remove(&n);
-            }
-        }
+        ind.apply(&mut self.suspected);
         Handled::OK
     }
 }

@@ -515,28 +515,14 @@ impl KvReplica {
     }
 }
 
-impl ComponentLifecycle for KvReplica {
-    fn on_start(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.start());
-        if !self.stopped {
-            self.routing_port.trigger(RoutingRequest::Serving {
-                partition: self.s.partition,
-                serving: true,
-            });
-        }
-        Handled::OK
+crate::ticker_lifecycle!(KvReplica, |this| {
+    if !this.stopped {
+        this.routing_port.trigger(RoutingRequest::Serving {
+            partition: this.s.partition,
+            serving: true,
+        });
     }
-
-    fn on_stop(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.stop());
-        Handled::OK
-    }
-
-    fn on_kill(&mut self) -> HandlerResult {
-        self.timer_port.trigger(self.ticker.stop());
-        Handled::OK
-    }
-}
+});
 
 impl Require<SequenceConsensus> for KvReplica {
     fn handle(&mut self, ind: ScIndication) -> HandlerResult {

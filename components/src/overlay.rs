@@ -345,14 +345,7 @@ impl Require<PerfectLink> for Overlay {
 
 impl Require<EventuallyPerfectFailureDetector> for Overlay {
     fn handle(&mut self, ind: EpfdIndication) -> HandlerResult {
-        match ind {
-            EpfdIndication::Suspect(n) => {
-                self.suspected.insert(n);
-            }
-            EpfdIndication::Restore(n) => {
-                self.suspected.remove(&n);
-            }
-        }
+        ind.apply(&mut self.suspected);
         Handled::OK
     }
 }

@@ -16,7 +16,7 @@ use kv_protocols::sequence_paxos::{PaxosConfig, PaxosEvent, SequencePaxos};
 
 use crate::large_paxos::{LargeConfig, LargeEvent, LargeMessages};
 use crate::metrics::{PartitionMetrics, inc};
-use crate::ticker::{Ticker, ticker_lifecycle, ticks};
+use crate::ticker::{Ticker, ticks};
 
 /// Largest chunk of a large message's fetch.
 const LARGE_CHUNK_MAX: usize = 256 * 1024;
@@ -378,7 +378,7 @@ impl Require<PerfectLink> for SequencePaxosComp {
     }
 }
 
-ticker_lifecycle!(SequencePaxosComp);
+crate::ticker_lifecycle!(SequencePaxosComp);
 
 impl Require<Timer> for SequencePaxosComp {
     fn handle(&mut self, t: kv_ports::Timeout) -> HandlerResult {

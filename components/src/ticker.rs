@@ -56,12 +56,20 @@ pub fn ticks(d: Duration, tick: Duration) -> u64 {
 }
 
 /// Starts a component's [`Ticker`] with the component and stops it with it. Needs the
-/// fields `timer_port: RequiredPort<Timer>` and `ticker: Ticker`.
+/// fields `timer_port: RequiredPort<Timer>` and `ticker: Ticker`, and Kompact's
+/// prelude in scope. `ticker_lifecycle!(Comp, |this| { ... })` also runs the block
+/// on start, after the ticker started, with `this` the component.
+#[macro_export]
 macro_rules! ticker_lifecycle {
     ($comp:ty) => {
+        $crate::ticker_lifecycle!($comp, |_this| {});
+    };
+    ($comp:ty, |$this:ident| $on_start:block) => {
         impl ComponentLifecycle for $comp {
             fn on_start(&mut self) -> HandlerResult {
                 self.timer_port.trigger(self.ticker.start());
+                let $this = &mut *self;
+                $on_start
                 Handled::OK
             }
 
@@ -78,8 +86,6 @@ macro_rules! ticker_lifecycle {
     };
 }
 
-pub(crate) use ticker_lifecycle;
-
 /// The shared shape of a component that drives a sans-IO core with ticks: start
 /// and stop its [`Ticker`] with the component, on each of its own timeouts call
 /// `self.core.tick()` then `self.flush()`, and take no actor messages.
@@ -88,7 +94,7 @@ pub(crate) use ticker_lifecycle;
 /// `ticker: Ticker` and `core` (with `tick()`), and a method `flush(&mut self)`.
 macro_rules! tick_driven_component {
     ($comp:ty) => {
-        $crate::ticker::ticker_lifecycle!($comp);
+        $crate::ticker_lifecycle!($comp);
 
         impl Require<kv_ports::Timer> for $comp {
             fn handle(&mut self, t: kv_ports::Timeout) -> HandlerResult {

@@ -43,41 +43,8 @@ impl Admin {
     fn start(name: &str) -> Admin {
         let scratch = Scratch::new(name);
         let addrs = free_addrs(NODES);
-        let bootstrap = addrs[0];
-        let seeds: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
-        let start = |i: usize| {
-            let conf = scratch.write(
-                &format!("node{}.conf", i + 1),
-                &format!(
-                    "kvstore {{\n\
-                     \x20 address = \"{}\"\n\
-                     \x20 bootstrap-address = \"{bootstrap}\"\n\
-                     \x20 seeds = [{}]\n\
-                     \x20 boot-threshold = {BOOT_THRESHOLD}\n\
-                     \x20 partitions = {PARTITIONS}\n\
-                     \x20 replication-degree = {R}\n\
-                     }}\n",
-                    addrs[i],
-                    seeds.join(", ")
-                ),
-            );
-            let log = scratch.path.join(format!("node{}.log", i + 1));
-            Node::start(addrs[i], conf, log, "info")
-        };
-        let mut nodes = vec![start(0)];
-        nodes[0].wait_for_log("bootstrap server waiting for nodes", WAIT);
-        for i in 1..BOOT_THRESHOLD {
-            nodes.push(start(i));
-        }
-        for n in &mut nodes {
-            n.wait_for_log("replicas started", WAIT);
-        }
-        for i in BOOT_THRESHOLD..NODES {
-            nodes.push(start(i));
-        }
-        for n in &mut nodes[BOOT_THRESHOLD..] {
-            n.wait_for_log("member of the cluster", WAIT);
-        }
+        let nodes =
+            common::start_growing_cluster(&scratch, &addrs, BOOT_THRESHOLD, PARTITIONS, R, "");
         let c = Admin {
             nodes,
             boot: addrs[..BOOT_THRESHOLD].to_vec(),

@@ -191,6 +191,20 @@ pub enum EpfdIndication {
     Restore(NodeId),
 }
 
+impl EpfdIndication {
+    /// Applies the indication to a component's own set of suspected nodes.
+    pub fn apply(self, suspected: &mut std::collections::BTreeSet<NodeId>) {
+        match self {
+            EpfdIndication::Suspect(n) => {
+                suspected.insert(n);
+            }
+            EpfdIndication::Restore(n) => {
+                suspected.remove(&n);
+            }
+        }
+    }
+}
+
 /// Eventually perfect failure detector: eventually suspects every crashed node and
 /// eventually stops suspecting every correct one.
 pub struct EventuallyPerfectFailureDetector;

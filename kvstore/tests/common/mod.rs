@@ -259,6 +259,58 @@ pub fn run(args: &[&str]) -> Run {
 // ---------------------------------------------------------------------------------
 // Nodes
 
+/// Starts a cluster that grows after boot: nodes `0..boot` form it (node 0 is the
+/// bootstrap server), then the others join as spares. Every node lists all the
+/// addresses as seeds; `extra` goes into each config's `kvstore` block. Returns
+/// once the boot nodes run their replicas and the spares are members; the nodes
+/// come back in order.
+pub fn start_growing_cluster(
+    scratch: &Scratch,
+    addrs: &[SocketAddr],
+    boot: usize,
+    partitions: u32,
+    replicas: usize,
+    extra: &str,
+) -> Vec<Node> {
+    let bootstrap = addrs[0];
+    let seeds: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    let start = |i: usize| {
+        let conf = scratch.write(
+            &format!("node{}.conf", i + 1),
+            &format!(
+                "kvstore {{\n\
+                 \x20 address = \"{}\"\n\
+                 \x20 bootstrap-address = \"{bootstrap}\"\n\
+                 \x20 seeds = [{}]\n\
+                 \x20 boot-threshold = {boot}\n\
+                 \x20 partitions = {partitions}\n\
+                 \x20 replication-degree = {replicas}\n\
+                 \x20 {extra}\n\
+                 }}\n",
+                addrs[i],
+                seeds.join(", ")
+            ),
+        );
+        let log = scratch.path.join(format!("node{}.log", i + 1));
+        Node::start(addrs[i], conf, log, "info")
+    };
+    let mut nodes = vec![start(0)];
+    nodes[0].wait_for_log("bootstrap server waiting for nodes", WAIT);
+    for i in 1..boot {
+        nodes.push(start(i));
+    }
+    for n in &mut nodes {
+        n.wait_for_log("replicas started", WAIT);
+    }
+    for i in boot..addrs.len() {
+        nodes.push(start(i));
+    }
+    for n in &mut nodes[boot..] {
+        n.wait_for_log("member of the cluster", WAIT);
+    }
+    nodes
+}
+
 /// One `kvstore start` process; its stderr (the log) goes to a file.
 pub struct Node {
     pub address: SocketAddr,
