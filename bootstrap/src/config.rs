@@ -199,6 +199,13 @@ pub struct LeaderElectionConfig {
     pub heartbeat_period: Duration,
 }
 
+/// An upper bound on the encoded layout's size without its members: per group
+/// (the partitions and the directory) a header and, during a move, the old and the
+/// new replicas (the wire codec's estimate).
+fn layout_bytes(partitions: u32, replicas: usize) -> u64 {
+    (u64::from(partitions) + 1) * (13 + 29 * 2 * replicas as u64) + 32
+}
+
 /// The range `paxos.max-message-bytes` must be in under `l`.
 fn message_bounds(l: &Limits) -> (usize, usize) {
     (
@@ -660,6 +667,24 @@ impl NodeConfig {
                      fits in one frame",
                     full_key("limits.max-key-bytes"),
                     full_key("limits.max-value-bytes"),
+                ),
+            ));
+        }
+        // The layout (the directory) travels whole: it must fit in half a frame,
+        // the other half left for the members (25 bytes each).
+        let layout = layout_bytes(self.partitions, self.replication_degree);
+        if layout > l.max_frame_bytes as u64 / 2 {
+            return Err(invalid(
+                "partitions",
+                self.partitions.to_string(),
+                format!(
+                    "the layout of {} partitions of {} replicas takes up to {layout} bytes, more \
+                     than half of one frame of {} = {} (the members need the rest); use fewer \
+                     partitions or raise the frame limit",
+                    self.partitions,
+                    self.replication_degree,
+                    full_key("limits.max-frame-bytes"),
+                    l.max_frame_bytes
                 ),
             ));
         }

@@ -855,3 +855,15 @@ fn a_message_size_that_cannot_hold_a_request_or_exceeds_a_frame() {
         error("kvstore.paxos.max-message-bytes = 1 MiB\n").contains("must be in 132608..=1047552")
     );
 }
+
+#[test]
+fn more_partitions_than_the_layout_can_carry_in_a_frame() {
+    // 1 MiB frames carry the layout of 2,500 partitions of 3, not of 3,000.
+    assert!(load("kvstore.partitions = 2500\n").is_ok());
+    let e = error("kvstore.partitions = 3000\n");
+    assert!(
+        e.starts_with("node1.conf: kvstore.partitions = 3000: the layout of 3000 partitions"),
+        "{e}"
+    );
+    assert!(load("kvstore { partitions = 3000, limits.max-frame-bytes = 2 MiB }\n").is_ok());
+}
