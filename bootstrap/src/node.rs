@@ -428,10 +428,17 @@ impl NodeHost {
             };
             let ended =
                 |host: &Self, epoch: u64| host.ended.get(&p).is_some_and(|e| e.epoch == epoch);
+            // This node's own log decided the end of `epoch` (or a later one): never
+            // start it again, even while this node's copy of the directory has not
+            // caught up with the move. A new instance would be an acceptor that
+            // forgot what it accepted and promised, and with another replica behind
+            // it could decide a different command at an index already decided.
+            let over =
+                |host: &Self, epoch: u64| host.ended.get(&p).is_some_and(|e| e.epoch >= epoch);
             // 2. The epoch to run here, if any, and whether its start state must be
             // fetched.
             let mut fetch_for = None;
-            if want_prev && !runs(self, g.epoch - 1) && !ended(self, g.epoch - 1) {
+            if want_prev && !runs(self, g.epoch - 1) && !over(self, g.epoch - 1) {
                 let prev = g.epoch - 1;
                 if prev >= 1 && ended(self, prev - 1) {
                     let blob = self.ended[&p].blob.clone();
@@ -455,7 +462,7 @@ impl NodeHost {
                 } else {
                     fetch_for = Some((prev, g.previous.iter().map(|m| m.addr).collect::<Vec<_>>()));
                 }
-            } else if want_cur && !runs(self, g.epoch) {
+            } else if want_cur && !runs(self, g.epoch) && !over(self, g.epoch) {
                 let group = g.addrs();
                 if g.epoch == 0 {
                     let r = self.host_partition(p, 0, group, None);

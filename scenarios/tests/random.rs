@@ -65,3 +65,23 @@ fn random_fault_schedules_stay_linearizable_and_live() {
         report.join("\n")
     );
 }
+
+/// Seeds that once failed, replayed on every run (each with what it found).
+const FOUND_BEFORE: &[(u64, &str)] = &[(
+    5601,
+    "a node whose directory had not yet learnt of a move started the epoch its own \
+     log had just ended again, as an empty acceptor; with a replica that was behind \
+     it decided a different command at an index already decided",
+)];
+
+#[test]
+fn seeds_that_once_failed_pass() {
+    for (seed, found) in FOUND_BEFORE {
+        let problems = random::check(&random::run(*seed, false));
+        assert!(
+            problems.is_empty(),
+            "seed {seed} ({found}):\n  {}",
+            problems.join("\n  ")
+        );
+    }
+}
