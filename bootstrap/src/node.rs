@@ -116,19 +116,11 @@ impl From<EpochEnded> for HostMsg {
     }
 }
 
-/// Chunk size of state transfers, unless `paxos.max-message-bytes` (at most half a
-/// frame) is smaller.
-const TRANSFER_CHUNK: u32 = 256 * 1024;
-
-/// The chunk size of this node's state transfers: within one frame however small
-/// `limits.max-frame-bytes` is.
+/// The chunk size of this node's state transfers: within one message however small
+/// `paxos.max-message-bytes` (and so the frame limit) is.
 fn transfer_chunk(cfg: &NodeConfig) -> u32 {
-    TRANSFER_CHUNK.min(cfg.max_message_bytes().max(1) as u32)
+    kv_protocols::transfer::chunk_size(cfg.max_message_bytes())
 }
-/// Chunks in flight per transfer.
-const TRANSFER_WINDOW: usize = 4;
-/// The largest partition state a transfer accepts.
-const TRANSFER_MAX_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
 /// Creates, moves and retires the per-partition components as the directory
 /// changes: a partition's group runs in epochs, and the host runs the epochs this
@@ -505,9 +497,9 @@ impl NodeHost {
                             sources,
                             FetchConfig {
                                 chunk: transfer_chunk(&self.cfg),
-                                window: TRANSFER_WINDOW,
+                                window: kv_protocols::transfer::FETCH_WINDOW,
                                 timeout_ticks,
-                                max_bytes: TRANSFER_MAX_BYTES,
+                                max_bytes: kv_protocols::transfer::MAX_FETCH_BYTES,
                             },
                         ),
                     );

@@ -29,10 +29,10 @@ use std::sync::Arc;
 use kv_ports::{LargePaxosMsg, NodeId, PartitionId, PlPayload};
 use kv_protocols::kv::KvEntry;
 use kv_protocols::sequence_paxos::messages::PaxosMsg;
-use kv_protocols::transfer::{FetchConfig, SnapshotFetch, SnapshotSource, TransferMsg};
+use kv_protocols::transfer::{
+    FETCH_WINDOW, FetchConfig, SnapshotFetch, SnapshotSource, TransferMsg,
+};
 
-/// Chunks requested at a time by a fetch.
-const WINDOW: usize = 4;
 /// An offer or a fetch counts as in progress while its peer was heard from within
 /// this many fetch timeouts.
 const BUSY_TIMEOUTS: u64 = 2;
@@ -267,7 +267,7 @@ impl LargeMessages {
             vec![src],
             FetchConfig {
                 chunk: self.cfg.chunk,
-                window: WINDOW,
+                window: FETCH_WINDOW,
                 timeout_ticks: self.cfg.timeout_ticks.max(1),
                 max_bytes: self.cfg.max_bytes,
             },

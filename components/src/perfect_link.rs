@@ -207,7 +207,7 @@ impl Provide<PerfectLink> for PerfectLinkComp {
                             "max_frame_bytes" => self.cfg.max_frame_bytes,
                             "kind" => payload_kind(&payload));
                     } else {
-                        self.core.send(dst, payload);
+                        self.core.send_weighed(dst, payload, size);
                     }
                 }
             }

@@ -18,12 +18,6 @@ use crate::large_paxos::{LargeConfig, LargeEvent, LargeMessages};
 use crate::metrics::{PartitionMetrics, inc};
 use crate::ticker::{Ticker, ticks};
 
-/// Largest chunk of a large message's fetch.
-const LARGE_CHUNK_MAX: usize = 256 * 1024;
-/// The largest message a replica pulls (a snapshot of the largest partition
-/// state accepted by a state transfer).
-const LARGE_MAX_BYTES: u64 = 64 * 1024 * 1024 * 1024;
-
 /// Settings of one Sequence Paxos replica.
 #[derive(Clone, Debug)]
 pub struct PaxosSettings {
@@ -107,9 +101,9 @@ impl SequencePaxosComp {
             partition: s.partition,
             epoch: s.epoch,
             max_inline: s.max_message_bytes,
-            chunk: s.max_message_bytes.clamp(1, LARGE_CHUNK_MAX) as u32,
+            chunk: kv_protocols::transfer::chunk_size(s.max_message_bytes),
             timeout_ticks: resend_ticks,
-            max_bytes: LARGE_MAX_BYTES,
+            max_bytes: kv_protocols::transfer::MAX_FETCH_BYTES,
         });
         let core = match s.initial {
             Some(snap) => SequencePaxos::starting_from(cfg, snap),

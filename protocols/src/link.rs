@@ -205,10 +205,16 @@ impl<P: Clone> LinkCore<P> {
     /// Send `payload` to `dst`. Returns `false` if it was dropped because the
     /// retransmission buffer for `dst` is full.
     pub fn send(&mut self, dst: NodeId, payload: P) -> bool {
+        let w = (self.weigh)(&payload);
+        self.send_weighed(dst, payload, w)
+    }
+
+    /// [`send`](Self::send) for a payload the host has already weighed (`w` is
+    /// what its weigher would return), so that it is not weighed twice.
+    pub fn send_weighed(&mut self, dst: NodeId, payload: P, w: usize) -> bool {
         let now = self.now;
         let max = self.cfg.max_unacked;
         let stall_ticks = self.cfg.retransmit_ticks.max(1);
-        let w = (self.weigh)(&payload);
         let o = self.outgoing(dst);
         if o.unacked.len() >= max {
             o.dropped += 1;

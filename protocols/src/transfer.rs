@@ -32,6 +32,19 @@ use crate::{NodeId, PartitionId};
 /// Timeouts in a row a source gets (each re-asking it) before the fetch moves on.
 const SILENT_ROUNDS_BEFORE_SWITCH: u32 = 2;
 
+/// The largest chunk a node's fetches ask for.
+pub const MAX_CHUNK_BYTES: u32 = 256 * 1024;
+/// Requests a node's fetches keep outstanding.
+pub const FETCH_WINDOW: usize = 4;
+/// The largest state (or message) a node's fetches accept.
+pub const MAX_FETCH_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+/// The chunk size of a node that sends at most `max_message` bytes in one piece:
+/// [`MAX_CHUNK_BYTES`], or less so that a chunk fits in one message.
+pub fn chunk_size(max_message: usize) -> u32 {
+    max_message.clamp(1, MAX_CHUNK_BYTES as usize) as u32
+}
+
 /// What a fetch asks for and a source answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TransferMsg {
