@@ -121,7 +121,9 @@ pub enum DirCommand {
     Join(Member),
     /// Group `group` in epoch `from_epoch` moves to `replicas` in epoch
     /// `from_epoch + 1`. Refused if the group is no longer in `from_epoch`, so two
-    /// planners racing on one state cannot both move a group.
+    /// planners racing on one state cannot both move a group. In the directory's
+    /// own log it is the stop-sign, so a refused one still ends the directory's
+    /// epoch (the same replicas go on in the next).
     Reconfigure {
         /// A partition, or [`DIRECTORY_GROUP`].
         group: PartitionId,
@@ -448,16 +450,17 @@ impl Directory {
         }) else {
             return DirOutcome::Refused(DirError::UnknownGroup(group));
         };
-        if cfg.epoch != from_epoch {
-            return DirOutcome::Refused(DirError::StaleEpoch {
+        let checked = if cfg.epoch != from_epoch {
+            Err(DirError::StaleEpoch {
                 group,
                 current: cfg.epoch,
-            });
-        }
-        if !cfg.settled {
-            return DirOutcome::Refused(DirError::Unsettled(group));
-        }
-        match valid {
+            })
+        } else if !cfg.settled {
+            Err(DirError::Unsettled(group))
+        } else {
+            valid
+        };
+        match checked {
             Ok(()) => {
                 cfg.epoch += 1;
                 cfg.previous = std::mem::replace(&mut cfg.replicas, replicas.to_vec());
@@ -467,8 +470,11 @@ impl Directory {
             }
             Err(e) if is_dir => {
                 // The directory's reconfiguration is its log's stop-sign: the old
-                // instance is over whatever the command says, so the same replicas go
-                // on in the next epoch.
+                // instance is over whatever the command says (replicas that cannot
+                // serve, or an epoch already left: a request sent again after its
+                // move), so the same replicas go on in the next epoch. Refusing
+                // without a new epoch would leave a stopped instance that no
+                // epoch follows, and the directory could decide nothing more.
                 cfg.epoch += 1;
                 cfg.previous = cfg.replicas.clone();
                 DirOutcome::Refused(e)
@@ -477,7 +483,9 @@ impl Directory {
         }
     }
 
-    fn check_replicas(&self, replicas: &[Member]) -> Result<(), DirError> {
+    /// Whether `replicas` can be a group's next configuration: a non-empty set,
+    /// sorted by address without repeats, of current members.
+    pub fn check_replicas(&self, replicas: &[Member]) -> Result<(), DirError> {
         if replicas.is_empty() || !replicas.windows(2).all(|w| w[0].addr < w[1].addr) {
             return Err(DirError::BadReplicaSet);
         }

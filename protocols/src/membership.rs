@@ -95,6 +95,32 @@ struct DirReplica {
     last_snapshot: u64,
 }
 
+impl DirReplica {
+    /// Proposes `cmd` unless its state shows it was planned for a configuration
+    /// already left: a request sent again after it took effect, or raced by another
+    /// plan. Such a command would only be refused when applied, except that a
+    /// reconfiguration of the directory itself is this log's stop-sign and would
+    /// end the epoch for nothing.
+    fn offer(&mut self, cmd: DirCommand) {
+        let stale = match &cmd {
+            DirCommand::Reconfigure {
+                group, from_epoch, ..
+            } if *group == DIRECTORY_GROUP => *from_epoch != self.epoch,
+            DirCommand::Reconfigure {
+                group, from_epoch, ..
+            } => self
+                .state
+                .group(*group)
+                .is_some_and(|g| g.epoch > *from_epoch),
+            _ => false,
+        };
+        if stale {
+            return;
+        }
+        self.px.propose(cmd);
+    }
+}
+
 /// One node's membership: its view of the directory, and the directory replica
 /// when it is one.
 #[derive(Debug)]
@@ -209,7 +235,7 @@ impl Membership {
         let Some(r) = &mut self.replica else {
             return false;
         };
-        r.px.propose(cmd);
+        r.offer(cmd);
         self.pump();
         true
     }
@@ -240,16 +266,23 @@ impl Membership {
             DirCommand::Stopped { group, epoch } => v
                 .group(*group)
                 .is_none_or(|g| g.epoch > epoch + 1 || (g.epoch == epoch + 1 && g.settled)),
+            // Moved on, or it names a process that is no longer a member: it can
+            // never take effect (refused when decided), so stop asking.
             DirCommand::Reconfigure {
-                group, from_epoch, ..
-            } => v.group(*group).is_none_or(|g| g.epoch > *from_epoch),
+                group,
+                from_epoch,
+                replicas,
+            } => {
+                v.group(*group).is_none_or(|g| g.epoch > *from_epoch)
+                    || v.check_replicas(replicas).is_err()
+            }
             DirCommand::Remove(a) => v.incarnation(*a).is_none(),
         }
     }
 
     fn send_command(&mut self, cmd: &DirCommand) {
         if let Some(r) = &mut self.replica {
-            r.px.propose(cmd.clone());
+            r.offer(cmd.clone());
         } else if let Some(g) = self.view.as_ref().and_then(|v| v.group(DIRECTORY_GROUP)) {
             for r in g.addrs() {
                 self.outgoing.push((r, MembershipMsg::Propose(cmd.clone())));
@@ -364,7 +397,7 @@ impl Membership {
                     && !matches!(cmd, DirCommand::Join(_))
                     && let Some(r) = &mut self.replica
                 {
-                    r.px.propose(cmd);
+                    r.offer(cmd);
                 }
             }
         }

@@ -233,6 +233,25 @@ fn a_directory_reconfiguration_is_the_directory_logs_stop_sign_and_always_ends_t
     );
     let g = d.group(DIRECTORY_GROUP).unwrap();
     assert_eq!((g.epoch, &g.replicas), (1, &replicas));
+    // A valid move planned for epoch 0, decided in epoch 1 (a request sent again
+    // after an earlier move): refused, and epoch 1 is over all the same.
+    let stale = DirCommand::Reconfigure {
+        group: DIRECTORY_GROUP,
+        from_epoch: 0,
+        replicas: replicas.clone(),
+    };
+    assert_eq!(
+        d.apply(&stale),
+        DirOutcome::Refused(DirError::StaleEpoch {
+            group: DIRECTORY_GROUP,
+            current: 1
+        })
+    );
+    let g = d.group(DIRECTORY_GROUP).unwrap();
+    assert_eq!(
+        (g.epoch, &g.replicas, &g.previous),
+        (2, &replicas, &replicas)
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use kv_protocols::NodeId;
-use kv_protocols::directory::{Directory, Member};
+use kv_protocols::directory::{DirCommand, Directory, Member};
 use kv_protocols::membership::{Membership, MembershipConfig, MembershipEvent, MembershipMsg};
 use kv_protocols::rng::SplitMix64;
 use proptest::prelude::*;
@@ -60,9 +60,138 @@ struct Sim {
     joiners: BTreeSet<Member>,
     /// Whether the cores replace lost replicas (and are told of crashes).
     repair: bool,
+    /// Every command an operator submitted, to be sent again late.
+    submitted: Vec<DirCommand>,
 }
 
 impl Sim {
+    fn new(rng: SplitMix64, repair: bool) -> Sim {
+        Sim {
+            rng,
+            procs: BTreeMap::new(),
+            links: BTreeMap::new(),
+            violations: Vec::new(),
+            joiners: BTreeSet::new(),
+            repair,
+            submitted: Vec::new(),
+        }
+    }
+
+    /// A live booted node, at random.
+    fn any_booted(&mut self) -> Option<NodeId> {
+        let booted: Vec<NodeId> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| !p.crashed && p.core.directory().is_some())
+            .map(|(a, _)| *a)
+            .collect();
+        (!booted.is_empty()).then(|| booted[self.rng.below(booted.len() as u64) as usize])
+    }
+
+    /// An operator (or a node's host) at a random node: reports the groups its view
+    /// shows moving as stopped (as the replicas of a partition do once the old
+    /// epoch's stop-sign is decided), and asks for a rebalance planned from its view.
+    fn operate(&mut self) {
+        let Some(a) = self.any_booted() else { return };
+        let p = self.procs.get_mut(&a).expect("booted");
+        let view = p.core.directory().cloned().expect("booted");
+        let mut cmds: Vec<DirCommand> = view
+            .group_ids()
+            .filter_map(|g| {
+                let c = view.group(g)?;
+                (g != u32::MAX && !c.settled).then(|| DirCommand::Stopped {
+                    group: g,
+                    epoch: c.epoch - 1,
+                })
+            })
+            .collect();
+        // The operator's tools show which nodes are down or restarted (the
+        // directory may not know the new process yet): no move targets them.
+        let mut down = p.core.suspected();
+        for m in view.members() {
+            if self
+                .procs
+                .get(&m.addr)
+                .is_none_or(|q| q.crashed || q.m != m)
+            {
+                down.insert(m.addr);
+            }
+        }
+        let p = self.procs.get_mut(&a).expect("booted");
+        cmds.extend(view.plan_rebalance(&down));
+        for cmd in cmds {
+            p.core.submit(cmd.clone());
+            self.submitted.push(cmd);
+        }
+        self.collect(a);
+    }
+
+    /// A copy of an earlier request arrives late at a directory replica, from a
+    /// member (what a resend racing the change it asked for looks like).
+    fn resend_late(&mut self) {
+        if self.submitted.is_empty() {
+            return;
+        }
+        let cmd = self.submitted[self.rng.below(self.submitted.len() as u64) as usize].clone();
+        let (Some(from), Some(d)) = (self.any_booted(), newest(self)) else {
+            return;
+        };
+        // Only requests whose configuration is already left: a valid one arriving
+        // late is just a slow request, and the crash budget counts on knowing
+        // which moves may still be decided.
+        if let DirCommand::Reconfigure {
+            group, from_epoch, ..
+        } = &cmd
+            && d.group(*group).is_some_and(|g| g.epoch <= *from_epoch)
+        {
+            return;
+        }
+        let group = d.group(u32::MAX).map(|g| g.addrs()).unwrap_or_default();
+        if group.is_empty() {
+            return;
+        }
+        let to = group[self.rng.below(group.len() as u64) as usize];
+        if to != from {
+            self.links
+                .entry((from, to))
+                .or_default()
+                .push_back(MembershipMsg::Propose(cmd));
+        }
+    }
+
+    /// Starts process `m`, from `seed` (a member of the first configuration) or as
+    /// a joiner.
+    fn start(&mut self, m: Member, seed: Option<&Directory>, restarted: bool) {
+        let mut core = core_with(m, self.repair.then_some(REPLACE_AFTER));
+        match seed {
+            Some(d) => core.install(d.clone()),
+            None => {
+                self.joiners.insert(m);
+            }
+        }
+        self.procs.insert(
+            m.addr,
+            Proc {
+                m,
+                core,
+                crashed: false,
+                last_version: None,
+                restarted,
+            },
+        );
+        self.collect(m.addr);
+    }
+
+    /// Rounds of "deliver everything in flight, check in the joiners, tick".
+    fn rounds(&mut self, n: usize) {
+        for _ in 0..n {
+            while self.deliver_one() {}
+            self.check_ins();
+            self.tick_all();
+        }
+        while self.deliver_one() {}
+    }
+
     fn collect(&mut self, a: NodeId) {
         let Some(p) = self.procs.get_mut(&a) else {
             return;
@@ -192,34 +321,14 @@ fn run_with(seed: u64, repair: bool) -> Result<(), String> {
         .group(u32::MAX)
         .map(|g| g.addrs())
         .unwrap_or_default();
-    let mut sim = Sim {
-        rng,
-        procs: BTreeMap::new(),
-        links: BTreeMap::new(),
-        violations: Vec::new(),
-        joiners: BTreeSet::new(),
-        repair,
-    };
-    let make = |m: Member| core_with(m, repair.then_some(REPLACE_AFTER));
+    let mut sim = Sim::new(rng, repair);
     for m in &members {
-        let mut c = make(*m);
-        c.install(seed_dir.clone());
-        sim.procs.insert(
-            m.addr,
-            Proc {
-                m: *m,
-                core: c,
-                crashed: false,
-                last_version: None,
-                restarted: false,
-            },
-        );
-        sim.collect(m.addr);
+        sim.start(*m, Some(&seed_dir), false);
     }
     let mut next = n0;
     let mut dir_crashes = 0;
     for _ in 0..600 {
-        match sim.rng.below(20) {
+        match sim.rng.below(22) {
             0..=11 => {
                 sim.deliver_one();
             }
@@ -231,17 +340,7 @@ fn run_with(seed: u64, repair: bool) -> Result<(), String> {
                     incarnation: sim.rng.next_u64(),
                 };
                 next += 1;
-                sim.joiners.insert(m);
-                sim.procs.insert(
-                    m.addr,
-                    Proc {
-                        m,
-                        core: make(m),
-                        crashed: false,
-                        last_version: None,
-                        restarted: false,
-                    },
-                );
+                sim.start(m, None, false);
             }
             17 => {
                 // A crash: a directory replica only while a majority stays.
@@ -270,7 +369,21 @@ fn run_with(seed: u64, repair: bool) -> Result<(), String> {
                             })
                             .count();
                         let loses = usize::from(g.contains(a));
-                        running >= loses && (running - loses) * 2 > g.replicas.len()
+                        // Nor a process a directory move under way makes a replica:
+                        // its slot would be lost before the move is decided.
+                        let names_a = |c: &DirCommand| {
+                            matches!(c, DirCommand::Reconfigure { group, from_epoch, replicas }
+                                if *group == u32::MAX
+                                    && *from_epoch == g.epoch
+                                    && replicas.iter().any(|m| m.addr == a))
+                        };
+                        let target = sim.submitted.iter().any(names_a)
+                            || sim
+                                .procs
+                                .values()
+                                .filter(|p| !p.crashed)
+                                .any(|p| p.core.pending().any(names_a));
+                        !target && running >= loses && (running - loses) * 2 > g.replicas.len()
                     })
                 } else {
                     let is_dir = dir_group.contains(&a);
@@ -306,17 +419,7 @@ fn run_with(seed: u64, repair: bool) -> Result<(), String> {
                     };
                     // Messages in flight to and from the old process are gone.
                     sim.links.retain(|(f, t), _| *f != a && *t != a);
-                    sim.joiners.insert(m);
-                    sim.procs.insert(
-                        a,
-                        Proc {
-                            m,
-                            core: make(m),
-                            crashed: false,
-                            last_version: None,
-                            restarted: true,
-                        },
-                    );
+                    sim.start(m, None, true);
                     if repair {
                         for p in sim.procs.values_mut() {
                             p.core.restore(a);
@@ -324,16 +427,16 @@ fn run_with(seed: u64, repair: bool) -> Result<(), String> {
                     }
                 }
             }
+            // Operator moves only with replacement on: the runs without it check
+            // that the first configuration's replicas are never run by a restarted
+            // process, which a move may rightly make them.
+            19 if repair => sim.operate(),
+            20 if repair => sim.resend_late(),
             _ => sim.check_ins(),
         }
     }
     // Quiesce: keep ticking, delivering and checking in.
-    for _ in 0..300 {
-        while sim.deliver_one() {}
-        sim.check_ins();
-        sim.tick_all();
-    }
-    while sim.deliver_one() {}
+    sim.rounds(300);
     if !sim.violations.is_empty() {
         return Err(sim.violations.join("; "));
     }
@@ -369,6 +472,14 @@ fn run_with(seed: u64, repair: bool) -> Result<(), String> {
         }
     }
     if repair {
+        // Nothing is asked for in vain for ever: every command submitted took
+        // effect or can no longer have one.
+        for p in &live {
+            let pending: Vec<&DirCommand> = p.core.pending().collect();
+            if !pending.is_empty() {
+                return Err(format!("{} still asks for {pending:?}", p.m.addr));
+            }
+        }
         // Every lost directory replica was replaced by a live process, which runs
         // the directory's current epoch.
         let g = d.group(u32::MAX).ok_or("no directory group")?;
@@ -463,4 +574,69 @@ fn a_join_reaching_a_non_replica_is_passed_to_the_replicas() {
     c.handle(addr(8), MembershipMsg::Join(joiner));
     c.take_outgoing(&mut out);
     assert_eq!(out.len(), 3);
+}
+
+/// A directory move requested at a node outside the directory group is sent to
+/// every replica, and sent again until that node sees the move. A copy that arrives
+/// after the move, at a replica of the new epoch, must not end that epoch (the
+/// directory's reconfiguration is its log's stop-sign): the directory keeps
+/// deciding, and stays in the epoch the move made.
+#[test]
+fn a_directory_move_requested_again_after_it_happened_changes_nothing() {
+    let members: Vec<Member> = (0..4)
+        .map(|i| Member {
+            addr: addr(i),
+            incarnation: 1,
+        })
+        .collect();
+    let seed = Directory::seed(members.clone(), 1, 3).unwrap();
+    let mut sim = Sim::new(SplitMix64::new(7), false);
+    for m in &members {
+        sim.start(*m, Some(&seed), false);
+    }
+    sim.rounds(20);
+    let dir_epoch = |sim: &Sim, a: NodeId| {
+        sim.procs[&a]
+            .core
+            .directory()
+            .and_then(|d| d.group(u32::MAX).map(|g| g.epoch))
+    };
+    // Node 3 asks for the directory to move from node 0 to itself.
+    let cmd = DirCommand::Reconfigure {
+        group: u32::MAX,
+        from_epoch: 0,
+        replicas: members[1..].to_vec(),
+    };
+    sim.procs
+        .get_mut(&addr(3))
+        .unwrap()
+        .core
+        .submit(cmd.clone());
+    sim.collect(addr(3));
+    sim.rounds(40);
+    for i in 0..4 {
+        assert_eq!(dir_epoch(&sim, addr(i)), Some(1), "node {i}");
+    }
+    assert_eq!(sim.procs[&addr(3)].core.replica_epoch(), Some(1));
+    // The request again, late, at every replica of the new epoch.
+    for to in 1..4 {
+        sim.links
+            .entry((addr(3), addr(to)))
+            .or_default()
+            .push_back(MembershipMsg::Propose(cmd.clone()));
+    }
+    // And a process that joins afterwards: the directory must still decide.
+    let joiner = Member {
+        addr: addr(4),
+        incarnation: 1,
+    };
+    sim.start(joiner, None, false);
+    sim.rounds(60);
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    for i in 0..5 {
+        let p = &sim.procs[&addr(i)];
+        let d = p.core.directory().expect("a directory");
+        assert!(d.is_current(&joiner), "node {i} does not see the join");
+        assert_eq!(dir_epoch(&sim, addr(i)), Some(1), "node {i}");
+    }
 }
