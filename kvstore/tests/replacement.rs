@@ -20,18 +20,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::workload::{Workload, assert_linearizable};
 use common::{Node, Scratch, WAIT, cluster_slot, free_addrs, run, wait_until};
-use kv_checker::{HistoryOp, Op};
-use kv_client::{ClientOptions, ClientSystem, Error, Session};
-use kv_ports::{KvOp, KvResult};
-use kv_protocols::rng::SplitMix64;
 use serde_json::Value;
 
 /// Processes started.
@@ -46,8 +39,6 @@ const REPLACE_AFTER: &str = "2s";
 const HEAL_LIMIT: Duration = Duration::from_secs(45);
 /// Concurrent client sessions of the workload.
 const SESSIONS: usize = 3;
-/// Keys the sessions share (GET, PUT and CAS on them race with each other).
-const SHARED_KEYS: u64 = 4;
 /// Pause of a session between two operations: the workload must run throughout
 /// without starving five nodes on a 2-core machine.
 const PACE: Duration = Duration::from_millis(3);
@@ -255,238 +246,6 @@ fn healthy(
 }
 
 // ---------------------------------------------------------------------------------
-// The workload
-
-/// What one session did.
-#[derive(Default)]
-struct SessionLog {
-    history: Vec<HistoryOp>,
-    /// (key, value) of every acknowledged PUT on a key only this session writes.
-    acked: Vec<(String, String)>,
-    unknown: u64,
-    rejected: Vec<String>,
-}
-
-struct Workload {
-    system: Option<ClientSystem>,
-    stop: Arc<AtomicBool>,
-    /// Set when the test fails: the sessions stop without reading back.
-    abandon: Arc<AtomicBool>,
-    /// Operations answered so far, over all sessions.
-    answered: Arc<AtomicU64>,
-    threads: Vec<JoinHandle<SessionLog>>,
-}
-
-/// Runs `op` on `session`, records it in `log` with times from `origin`, and
-/// returns its outcome.
-fn record(
-    session: &Session,
-    client: u64,
-    origin: Instant,
-    op: KvOp,
-    log: &mut SessionLog,
-) -> Result<KvResult, Error> {
-    let call = origin.elapsed().as_nanos() as u64;
-    let r = session.execute(op.clone());
-    let ret = origin.elapsed().as_nanos() as u64;
-    let known = match &r {
-        Ok(_) => true,
-        Err(Error::Unavailable(_)) => {
-            log.unknown += 1;
-            false
-        }
-        Err(e) => {
-            // Refused before it could take effect: not part of the history.
-            log.rejected.push(format!("{op:?}: {e}"));
-            return r;
-        }
-    };
-    let body = match (&op, &r) {
-        (KvOp::Get { key }, _) => Op::Get {
-            key: key.clone(),
-            out: match &r {
-                Ok(KvResult::Value(v)) => Some(v.clone()),
-                _ => None,
-            },
-        },
-        (KvOp::Put { key, value }, _) => Op::Put {
-            key: key.clone(),
-            value: value.clone(),
-        },
-        (KvOp::Cas { key, expected, new }, _) => Op::Cas {
-            key: key.clone(),
-            from: expected.clone(),
-            to: new.clone(),
-            ok: matches!(r, Ok(KvResult::Done)),
-        },
-    };
-    log.history.push(HistoryOp {
-        client,
-        call,
-        ret: known.then_some(ret),
-        op: body,
-    });
-    r
-}
-
-/// One session: until `stop`, PUTs on keys of its own and GET / PUT / CAS on the
-/// shared keys; then reads back every key of its own it saw acknowledged.
-fn session_loop(
-    idx: usize,
-    session: Session,
-    origin: Instant,
-    stop: Arc<AtomicBool>,
-    abandon: Arc<AtomicBool>,
-    answered: Arc<AtomicU64>,
-) -> SessionLog {
-    let client = idx as u64 + 1;
-    let mut log = SessionLog::default();
-    let mut rng = SplitMix64::new(0x5EED + idx as u64);
-    let mut known: HashMap<String, String> = HashMap::new();
-    let mut n = 0u64;
-    while !stop.load(Ordering::SeqCst) {
-        n += 1;
-        let shared = format!("s{}", rng.below(SHARED_KEYS));
-        let value = format!("c{client}-{n}");
-        let op = match rng.below(8) {
-            0..=2 => KvOp::Put {
-                key: format!("own-{client}-{n}"),
-                value: value.clone(),
-            },
-            3 | 4 => KvOp::Get { key: shared },
-            5 | 6 => KvOp::Put {
-                key: shared,
-                value: value.clone(),
-            },
-            _ => KvOp::Cas {
-                expected: known
-                    .get(&shared)
-                    .cloned()
-                    .unwrap_or_else(|| format!("never-{client}")),
-                key: shared,
-                new: value.clone(),
-            },
-        };
-        let r = record(&session, client, origin, op.clone(), &mut log);
-        if r.is_ok() {
-            answered.fetch_add(1, Ordering::SeqCst);
-        }
-        match (&op, r) {
-            (KvOp::Put { key, value }, Ok(KvResult::Done)) => {
-                if key.starts_with("own-") {
-                    log.acked.push((key.clone(), value.clone()));
-                } else {
-                    known.insert(key.clone(), value.clone());
-                }
-            }
-            (KvOp::Get { key }, Ok(KvResult::Value(v))) => {
-                known.insert(key.clone(), v);
-            }
-            (KvOp::Cas { key, new, .. }, Ok(KvResult::Done)) => {
-                known.insert(key.clone(), new.clone());
-            }
-            (KvOp::Cas { key, .. }, Ok(KvResult::CasMismatch { current })) => {
-                known.insert(key.clone(), current);
-            }
-            _ => {}
-        }
-        std::thread::sleep(PACE); // pacing, not a synchronisation
-    }
-    // Every acknowledged write of this session's own keys is read back (in the
-    // history too). An unanswered read is asked again; a wrong or missing value
-    // fails the test.
-    for (key, value) in log.acked.clone() {
-        if abandon.load(Ordering::SeqCst) {
-            break; // the test failed already
-        }
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let r = record(
-                &session,
-                client,
-                origin,
-                KvOp::Get { key: key.clone() },
-                &mut log,
-            );
-            match r {
-                Ok(KvResult::Value(v)) => {
-                    assert_eq!(v, value, "acknowledged write of {key:?} read back wrong");
-                    break;
-                }
-                Ok(other) => {
-                    panic!("acknowledged write {key:?} = {value:?} read back as {other:?}")
-                }
-                Err(e) if tries < 3 => eprintln!("read-back of {key:?} unanswered ({e}), again"),
-                Err(e) => panic!("acknowledged write of {key:?} could not be read back: {e}"),
-            }
-        }
-    }
-    log
-}
-
-impl Workload {
-    fn start(endpoint: SocketAddr) -> Workload {
-        let mut opts = ClientOptions::new(endpoint);
-        opts.deadline = Duration::from_secs(5);
-        let system = ClientSystem::start(opts).expect("client system");
-        let origin = Instant::now();
-        let stop = Arc::new(AtomicBool::new(false));
-        let abandon = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicU64::new(0));
-        let threads = (0..SESSIONS)
-            .map(|i| {
-                let session = system.session();
-                session.await_connected().expect("the workload connects");
-                let (stop, abandon, answered) = (stop.clone(), abandon.clone(), answered.clone());
-                std::thread::spawn(move || {
-                    session_loop(i, session, origin, stop, abandon, answered)
-                })
-            })
-            .collect();
-        Workload {
-            system: Some(system),
-            stop,
-            abandon,
-            answered,
-            threads,
-        }
-    }
-
-    /// Waits until `more` operations beyond those answered now were answered.
-    fn progress(&self, more: u64, what: &str) {
-        let from = self.answered.load(Ordering::SeqCst);
-        wait_until(
-            &format!("the workload gets {more} answers {what}"),
-            WAIT,
-            || self.answered.load(Ordering::SeqCst) >= from + more,
-        );
-    }
-
-    /// Stops the sessions, lets them read their keys back, and returns their logs.
-    fn finish(mut self) -> Vec<SessionLog> {
-        self.stop.store(true, Ordering::SeqCst);
-        let logs = self
-            .threads
-            .drain(..)
-            .map(|t| t.join().expect("a workload session failed"))
-            .collect();
-        if let Some(s) = self.system.take() {
-            s.shutdown();
-        }
-        logs
-    }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        // A failing test must not leave sessions running.
-        self.abandon.store(true, Ordering::SeqCst);
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-// ---------------------------------------------------------------------------------
 // The scenario
 
 /// Kills `first(cluster)`, waits for the partition to heal, kills
@@ -502,7 +261,7 @@ fn two_replicas_replaced_one_after_the_other(
         "{name}: bootstrap server {}, partition 0 on {:?}, spares {:?}",
         c.bootstrap, c.original, c.spares
     );
-    let workload = Workload::start(c.spares[0]);
+    let workload = Workload::start(c.spares[0], SESSIONS, Some(PACE));
     workload.progress(50, "before the first kill");
 
     let v1 = first(&c);
@@ -554,26 +313,17 @@ fn two_replicas_replaced_one_after_the_other(
     let acked: usize = logs.iter().map(|l| l.acked.len()).sum();
     let unknown: u64 = logs.iter().map(|l| l.unknown).sum();
     let rejected: Vec<&String> = logs.iter().flat_map(|l| &l.rejected).collect();
-    let history: Vec<&HistoryOp> = logs.iter().flat_map(|l| &l.history).collect();
     eprintln!(
-        "{name}: {} operations, {acked} acknowledged writes of own keys read back, \
-         {unknown} without answer, {} refused",
-        history.len(),
+        "{name}: {acked} acknowledged writes of own keys read back, {unknown} without \
+         answer, {} refused",
         rejected.len()
     );
     assert!(rejected.is_empty(), "operations were refused: {rejected:?}");
 
     // The history is linearizable.
     let path = c.scratch.path.join("replacement.history.jsonl");
-    let text: String = history
-        .iter()
-        .map(|h| format!("{}\n", h.to_json_line()))
-        .collect();
-    std::fs::write(&path, text).expect("write the history");
-    let r = run(&["check-history", &path.to_string_lossy()]);
-    eprintln!("{name}: {}", r.stdout.trim());
-    assert_eq!(r.code, Some(0), "{}", r.show());
-    assert!(r.stdout.starts_with("linearizable"), "{}", r.show());
+    let ops = assert_linearizable(&logs, &path);
+    eprintln!("{name}: {ops} operations, linearizable");
 
     // Status lists R live replicas for every partition, none of them killed.
     let s = c.status().expect("a spare answers status");

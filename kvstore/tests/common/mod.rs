@@ -3,6 +3,8 @@
 //! and bounded waits on conditions.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod workload;
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
