@@ -199,12 +199,15 @@ pub fn percentile_curve(hist: &Histogram<u64>) -> Vec<Percentile> {
         .log10()
         .min(f64::from(CURVE_DECADES))
         .max(0.0);
+    let mut xs: Vec<f64> = (0..=CURVE_DECADES * CURVE_POINTS_PER_DECADE)
+        .map(|i| f64::from(i) / f64::from(CURVE_POINTS_PER_DECADE))
+        .take_while(|&x| x <= deepest + 1e-9)
+        .collect();
+    // The median falls between grid points; it is quoted, so it gets its own.
+    xs.push(percentile_x(50.0));
+    xs.sort_by(f64::total_cmp);
     let mut out = Vec::new();
-    for i in 0..=CURVE_DECADES * CURVE_POINTS_PER_DECADE {
-        let x = f64::from(i) / f64::from(CURVE_POINTS_PER_DECADE);
-        if x > deepest + 1e-9 {
-            break;
-        }
+    for x in xs {
         let q = 1.0 - 10f64.powf(-x);
         out.push(Percentile {
             // Rounded, so that report.json stays readable.
@@ -257,6 +260,15 @@ fn percentile_label(x: f64) -> String {
     let p = 100.0 - 100.0 * 10f64.powf(-x);
     let decimals = (x.ceil() as i64 - 2).max(0) as usize;
     format!("{p:.decimals$}%")
+}
+
+/// A latency tick in ms, with as many decimals as an axis up to `top` ms needs.
+fn ms_label(ms: f64, top: f64) -> String {
+    match top {
+        t if t >= 20.0 => format!("{ms:.0}"),
+        t if t >= 2.0 => format!("{ms:.1}"),
+        _ => format!("{ms:.2}"),
+    }
 }
 
 /// Where percentile `p` (e.g. 99.9) sits on the curve's axis.
@@ -326,21 +338,19 @@ pub fn latency_svg(data: &RunData) -> Result<String, String> {
             .x_desc("percentile (log scale of 1/(1-p))")
             .y_desc("latency (ms)")
             .x_label_formatter(&|x| percentile_label(*x))
-            .y_label_formatter(&|y| format!("{y:.2}"))
+            .y_label_formatter(&|y| ms_label(*y, top))
             .draw()
             .map_err(err)?;
         chart
             .draw_series(LineSeries::new(points.clone(), SERIES_BLUE.stroke_width(2)))
-            .map_err(err)?
-            .label("latency")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SERIES_BLUE));
+            .map_err(err)?;
         // The percentiles people quote, marked and labelled on the curve.
         for q in [50.0, 99.0, 99.9, 99.99] {
             let x = percentile_x(q);
             let Some(p) = data
                 .percentiles
                 .iter()
-                .find(|p| (percentile_x(p.percentile) - x).abs() < 1e-6)
+                .find(|p| (percentile_x(p.percentile) - x).abs() < 1e-3)
             else {
                 continue;
             };
@@ -360,13 +370,6 @@ pub fn latency_svg(data: &RunData) -> Result<String, String> {
                 )))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
         Ok(())
     })
 }
@@ -820,7 +823,9 @@ mod tests {
         assert!(lat.starts_with("<svg"), "{}", &lat[..80]);
         assert!(lat.contains("Latency by percentile"));
         assert!(lat.contains("99.9%"));
-        assert!(lat.contains("p99.9 "), "the p99.9 point is labelled");
+        for q in ["p50 ", "p99 ", "p99.9 ", "p99.99 "] {
+            assert!(lat.contains(q), "the {q} point is labelled");
+        }
         let ps = per_second_svg(&d).unwrap();
         for s in [
             "throughput (ops/s, left)",
