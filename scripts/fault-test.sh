@@ -32,11 +32,14 @@
 #   REPLACE_WAIT_S [60] how long replace waits for R live replicas again.
 #
 # Output: target/fault-test/ (history.jsonl, bench.json, gaps.txt, node logs,
-# summary.txt). Exit 0 when the history is linearizable, every final read
-# succeeded, every partition served again after every fault and (replace) got back
-# to R live replicas within REPLACE_WAIT_S; 1 otherwise; 2 when
-# the test could not run (no Docker, the image did not build, the cluster did not
-# form).
+# summary.txt; check.html: the checker's verdict as a page, drawing the offending
+# key if any; report/index.html: the bench's latency-by-percentile and per-second
+# charts with each fault's window shaded, drawn by `kvstore report` from the data
+# the bench wrote with --report, kept in bench-report/). Exit 0 when the history is
+# linearizable, every final read succeeded, every partition served again after
+# every fault and (replace) got back to R live replicas within REPLACE_WAIT_S; 1
+# otherwise; 2 when the test could not run (no Docker, the image did not build, the
+# cluster did not form).
 #
 # It creates only containers and a network labelled kompact-kv.fault-test=1 (Compose
 # project kvfault) and removes exactly those on exit, whatever the exit path.
@@ -50,7 +53,7 @@ for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
-        -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,45p' "$0"; exit 0 ;;
         *) echo "fault-test: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -178,7 +181,9 @@ WATCHDOG=$!
 
 mkdir -p "$OUT"
 rm -f "$OUT"/*.log "$OUT"/history.jsonl "$OUT"/bench-history.jsonl "$OUT"/final-reads.jsonl \
-    "$OUT"/bench.json "$OUT"/gaps.txt "$OUT"/summary.txt "$OUT"/check.txt
+    "$OUT"/bench.json "$OUT"/gaps.txt "$OUT"/summary.txt "$OUT"/check.txt "$OUT"/check.html \
+    "$OUT"/check.err
+rm -rf "$OUT/bench-report" "$OUT/report"
 
 # ---------------------------------------------------------------- image
 if [ "$BUILD" = 1 ]; then
@@ -290,7 +295,7 @@ log "bench: $CLIENTS clients, $KEYS keys, --timeout $BENCH_TIMEOUT, ${BENCH_S}s,
 tl 60 docker run -d --name kvfault-bench --label "$LABEL" --network "$NET" --ip "$BENCH_IP" \
     "$IMAGE" bench --endpoint "$(ip_of node1):$PORT" --clients "$CLIENTS" --keys "$KEYS" \
     --duration "${BENCH_S}s" --warmup 1s --timeout "$BENCH_TIMEOUT" \
-    --history /history.jsonl >/dev/null || die "cannot start the bench container" 2
+    --history /history.jsonl --report /report >/dev/null || die "cannot start the bench container" 2
 started=$(docker inspect -f '{{.State.StartedAt}}' kvfault-bench)
 BENCH_START_NS=$(date -u -d "$started" +%s%N)
 BENCH_ANCHOR=container
@@ -643,6 +648,9 @@ tl 20 docker logs kvfault-bench >"$OUT/bench.json" 2>"$OUT/bench.log" || true
 tl 30 docker cp kvfault-bench:/history.jsonl "$OUT/bench-history.jsonl" ||
     die "cannot copy the history out of the bench container"
 log "bench: $(cat "$OUT/bench.json")"
+# The per-second data for the charts; the verdict does not depend on it.
+tl 30 docker cp kvfault-bench:/report "$OUT/bench-report" ||
+    log "cannot copy the bench's report out of its container (no charts)"
 
 # ---------------------------------------------------------------- final reads
 # Read every key once more, after everything else: appended to the history with
@@ -685,8 +693,9 @@ if [ "$PANICS" != 0 ]; then
 fi
 log "checking $OUT/history.jsonl for linearizability"
 set +e
-tl 300 "${KV[@]}" check-history "$OUT/history.jsonl" >"$OUT/check.txt" 2>&1
+tl 300 "${KV[@]}" check-history "$OUT/history.jsonl" --html "$OUT/check.html" >"$OUT/check.txt" 2>"$OUT/check.err"
 check_rc=$?
+cat "$OUT/check.err" >>"$OUT/check.txt"
 set -e
 cat "$OUT/check.txt" >&2
 if [ "$check_rc" != 0 ] || ! grep -q '^linearizable' "$OUT/check.txt"; then
@@ -695,6 +704,7 @@ if [ "$check_rc" != 0 ] || ! grep -q '^linearizable' "$OUT/check.txt"; then
 fi
 
 windows=()
+shades=() # one window per fault, shaded in the per-second chart
 hist_end=$(awk -v l="$(grep -o '"ret":[0-9]*' "$OUT/bench-history.jsonl" | cut -d: -f2 | sort -n | tail -n1)" \
     'BEGIN { printf "%.3f", l / 1e9 - 0.5 }')
 for f in "${FAULTS[@]}"; do
@@ -721,6 +731,7 @@ for f in "${FAULTS[@]}"; do
     m=$(awk -v s="$s" -v d="$d" -v h="$hist_end" 'BEGIN { e = s + d + 1; printf "%.3f", (e < h ? e : h) }')
     e=$(awk -v s="$s" -v d="$d" -v st="$SETTLE_S" -v h="$hist_end" 'BEGIN { e = s + d + st - 0.5; printf "%.3f", (e < h ? e : h) }')
     windows+=(--window "$name=$b..$m")
+    shades+=(--window "$name=$b..$m")
     awk -v m="$m" -v e="$e" 'BEGIN { exit !(e > m) }' && windows+=(--window "$name-settle=$m..$e")
     # replace: the same span in two parts, the kill (its first second) and the move
     # that follows, so that the summary tells which of them kept clients waiting.
@@ -736,6 +747,18 @@ gaps_rc=$?
 "${KV[@]}" history-gaps "$OUT/bench-history.jsonl" --partitions "$PARTITIONS" "${windows[@]}" --json >"$OUT/gaps.jsonl" 2>/dev/null
 set -e
 [ "$gaps_rc" = 0 ] || { FAIL=1; log "FAIL: a partition did not serve again after a fault"; }
+# Throughput, p99, errors and timeouts per second with the faults shaded (the
+# bench's per-second buckets are on the history's clock, as the windows are).
+CHARTS="none (no report data from the bench)"
+if [ -f "$OUT/bench-report/report.json" ]; then
+    if "${KV[@]}" report "$OUT/bench-report/report.json" --out "$OUT/report" \
+        --title "fault test: $FAULTS_ASKED" "${shades[@]}" 2>>"$OUT/check.err"; then
+        CHARTS="$OUT/report/index.html"
+    else
+        CHARTS="none (kvstore report failed: $(tail -n1 "$OUT/check.err"))"
+    fi
+fi
+log "charts: $CHARTS"
 [ "$REPLACE_FAILED" = 0 ] || { FAIL=1; log "FAIL: a partition did not get back to R live replicas after the replace fault"; }
 
 {
@@ -743,6 +766,7 @@ set -e
     echo "settings: reference.conf defaults (tick 10ms, failure-detector 300ms + 100ms, heartbeat 50ms, link/paxos resend 200ms)$([ "$REPLACE" = 0 ] || echo ", except membership.replace-after ${REPLACE_AFTER_S}s")"
     echo "bench: $(cat "$OUT/bench.json")"
     echo "check-history: $(head -n1 "$OUT/check.txt")$([ "$FINAL_OK" = 1 ] || echo " (bench history only: the final reads failed)")"
+    echo "charts: $CHARTS; the checker's page: $OUT/check.html"
     echo "node panics: $PANICS$([ "$PANICS" = 0 ] || echo " ($(grep -h -A1 "panicked at" "$OUT"/node*.log | grep -v -e '^--' -e 'panicked at' | sed 's/: the len is [0-9]*.*//' | sort | uniq -c | sort -rn | head -n3 | awk '{$1=$1; print}' | paste -sd ';' -))")"
     echo "unavailability per fault (longest time without a successful operation on the partition; history clock anchored on $BENCH_ANCHOR):"
     for f in "${FAULTS[@]}"; do

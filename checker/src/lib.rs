@@ -25,12 +25,14 @@
 
 mod history;
 mod search;
+mod window;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
 pub use history::{HistoryOp, Op, ParseError, parse_history, parse_line, write_history};
+pub use window::{MAX_CONTEXT, ViolationWindow, violation_window};
 
 /// The verdict on a history.
 #[derive(Clone, Debug, PartialEq, Eq)]

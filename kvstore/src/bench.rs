@@ -18,6 +18,7 @@ use kv_checker::{HistoryOp, Op};
 use kv_client::{ClientCommand, ClientOptions, ClientSystem};
 use kv_ports::{KvError, KvOp, KvResult};
 use kv_protocols::rng::SplitMix64;
+use kvstore::report::{self, Outcome, PerSecond};
 
 /// The operation mix, as weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,11 +129,27 @@ pub struct BenchReport {
     /// `Busy` refusals the client backed off on and retried (whole run, warm-up
     /// included); they are not errors, the operation went on.
     pub busy: u64,
+    /// Per-second buckets of the whole run (warm-up included) on the history's
+    /// clock, for `--report`.
+    pub seconds: Vec<report::Second>,
+    /// Latency by percentile over the measured window.
+    pub percentiles: Vec<report::Percentile>,
+    /// The slowest answered operation of the measured window, µs.
+    pub max_us: u64,
+    /// The warm-up's length, s.
+    pub warmup_s: f64,
+    /// When the run stopped, s on the history's clock.
+    pub end_s: f64,
 }
 
 impl BenchReport {
     /// The JSON line `bench` prints.
     pub fn json(&self) -> String {
+        self.json_value().to_string()
+    }
+
+    /// The result line as a JSON value.
+    pub fn json_value(&self) -> serde_json::Value {
         serde_json::json!({
             "clients": self.clients,
             "duration_s": (self.duration_s * 1000.0).round() / 1000.0,
@@ -145,7 +162,21 @@ impl BenchReport {
             "timeouts": self.timeouts,
             "busy": self.busy,
         })
-        .to_string()
+    }
+
+    /// The data of `--report DIR`.
+    pub fn run_data(&self) -> report::RunData {
+        report::RunData {
+            format: report::FORMAT,
+            title: "kvstore bench".to_string(),
+            summary: self.json_value(),
+            warmup_s: self.warmup_s,
+            end_s: self.end_s,
+            seconds: self.seconds.clone(),
+            percentiles: self.percentiles.clone(),
+            max_us: self.max_us,
+            shades: Vec::new(),
+        }
     }
 }
 
@@ -281,8 +312,10 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
     let origin = Instant::now();
     let measure_from = origin + cfg.warmup;
     let measure_until = cfg.duration.map(|d| measure_from + d);
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut hist: Histogram<u64> = report::latency_histogram()?;
+    // Per second of the history's clock, by completion time, warm-up included: what
+    // `--report` draws.
+    let mut per_second = PerSecond::new()?;
     let (mut ops, mut errors, mut timeouts) = (0u64, 0u64, 0u64);
     let bar = if cfg.progress {
         // Seconds of the run, or operations when only --ops bounds it.
@@ -377,6 +410,16 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
         let in_window = s.started >= measure_from
             && stopped_at.is_none()
             && measure_until.is_none_or(|until| now <= until);
+        if stopped_at.is_none() {
+            per_second.record(
+                now - origin,
+                match &result {
+                    Ok(_) => Outcome::Answered((now - s.started).as_micros().max(1) as u64),
+                    Err(KvError::Unavailable(_)) => Outcome::Timeout,
+                    Err(KvError::Rejected(_)) => Outcome::Error,
+                },
+            );
+        }
         if in_window {
             match &result {
                 Ok(_) => {
@@ -427,6 +470,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
         }
     };
     let secs = measured.as_secs_f64().max(1e-9);
+    let run_end = stopped_at.unwrap_or_else(Instant::now) - origin;
     let busy = comp
         .actor_ref()
         .ask_with(ClientCommand::Stats)
@@ -445,6 +489,11 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
         errors,
         timeouts,
         busy,
+        seconds: per_second.finish(run_end),
+        percentiles: report::percentile_curve(&hist),
+        max_us: hist.max(),
+        warmup_s: cfg.warmup.as_secs_f64(),
+        end_s: run_end.as_secs_f64(),
     })
 }
 

@@ -3,3 +3,5 @@
 #![deny(missing_docs)]
 
 pub mod console;
+pub mod report;
+pub mod timeline;

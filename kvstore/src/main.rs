@@ -170,11 +170,38 @@ enum Cmd {
         /// Write every operation to this file (JSON lines) for `check-history`.
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Write an HTML page with charts (latency by percentile; throughput, p99,
+        /// errors and timeouts per second) into this directory, made if missing:
+        /// DIR/index.html (self-contained), DIR/report.json (its data, for `kvstore
+        /// report`), DIR/latency.svg, DIR/per-second.svg.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
     /// Check a history file (JSON lines) for linearizability.
     CheckHistory {
         /// The history file.
         file: PathBuf,
+        /// Also write an HTML page: for a history that is not linearizable, the
+        /// operations on the offending key as a timeline around the shortest stretch
+        /// that cannot be ordered; otherwise a page stating the verdict.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
+    /// Draw a `bench --report` again from its report.json, e.g. with the fault
+    /// windows of a fault test shaded in the per-second chart.
+    Report {
+        /// The report.json a `bench --report DIR` wrote.
+        data: PathBuf,
+        /// Write the page and charts into this directory (made if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A window `NAME=START..END` in seconds of the history's clock to shade
+        /// (e.g. `kill=12.5..20`); repeatable.
+        #[arg(long = "window", value_name = "NAME=START..END")]
+        windows: Vec<String>,
+        /// The page's title [default: the one in the data].
+        #[arg(long)]
+        title: Option<String>,
     },
     /// Per partition, the longest time without a successful operation in a history.
     HistoryGaps(gaps::Args),
@@ -270,7 +297,13 @@ fn main() -> ExitCode {
             endpoint,
             verbose,
         } => one_shot(&endpoint, KvOp::Cas { key, expected, new }, verbose),
-        Cmd::CheckHistory { file } => check_history(&file),
+        Cmd::CheckHistory { file, html } => check_history(&file, html.as_deref()),
+        Cmd::Report {
+            data,
+            out,
+            windows,
+            title,
+        } => redraw_report(&data, &out, &windows, title),
         Cmd::HistoryGaps(args) => gaps::run(&args),
         Cmd::Status(args) => status::run(&args, status::View::Status),
         Cmd::Members(args) => status::run(&args, status::View::Members),
@@ -287,6 +320,7 @@ fn main() -> ExitCode {
             mix,
             seed,
             history,
+            report,
         } => {
             let mix = match bench::parse_mix(&mix) {
                 Ok(m) => m,
@@ -301,6 +335,13 @@ fn main() -> ExitCode {
             };
             if clients == 0 || keys == 0 {
                 eprintln!("kvstore: --clients and --keys must be at least 1");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            // A report that cannot be written is refused before the run, not after.
+            if let Some(dir) = &report
+                && let Err(e) = kvstore::report::prepare_dir(dir)
+            {
+                eprintln!("kvstore: --report {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
             let cfg = bench::BenchConfig {
@@ -319,6 +360,15 @@ fn main() -> ExitCode {
             match bench::run(&cfg) {
                 Ok(r) => {
                     println!("{}", r.json());
+                    if let Some(dir) = &report {
+                        match kvstore::report::write_report(dir, &r.run_data()) {
+                            Ok(page) => eprintln!("kvstore: report written to {}", page.display()),
+                            Err(e) => {
+                                eprintln!("kvstore: --report {e}");
+                                return ExitCode::from(EXIT_USAGE);
+                            }
+                        }
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -529,18 +579,125 @@ fn console_loop(client: &Client) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn check_history(path: &std::path::Path) -> ExitCode {
-    match kv_checker::check_file(path) {
-        Ok(report) => {
-            println!("{report}");
-            if report.is_linearizable() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+fn check_history(path: &std::path::Path, html: Option<&std::path::Path>) -> ExitCode {
+    if let Some(p) = html
+        && let (Ok(a), Ok(b)) = (std::fs::canonicalize(p), std::fs::canonicalize(path))
+        && a == b
+    {
+        eprintln!(
+            "kvstore: --html {}: that is the history itself",
+            p.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // The page's file is made before the check, so that a path that cannot be
+    // written is refused at once rather than after a long search.
+    let page = match html
+        .map(|p| std::fs::File::create(p).map(|f| (p, f)))
+        .transpose()
+    {
+        Ok(page) => page,
+        Err(e) => {
+            eprintln!(
+                "kvstore: --html {}: {e}",
+                html.map_or_else(String::new, |p| p.display().to_string())
+            );
+            return ExitCode::from(EXIT_USAGE);
         }
+    };
+    let opts = kv_checker::CheckOptions::default();
+    let checked = match &page {
+        // The page needs the operations again: read and parse the file once here.
+        Some(_) => std::fs::read_to_string(path)
+            .map_err(|source| kv_checker::Error::Io {
+                path: path.display().to_string(),
+                source,
+            })
+            .and_then(|text| {
+                kv_checker::parse_history(&text).map_err(|e| kv_checker::Error::Parse {
+                    path: path.display().to_string(),
+                    line: e.line,
+                    message: e.message,
+                })
+            })
+            .map(|ops| (kv_checker::check_history_with(&ops, &opts), ops)),
+        None => kv_checker::check_file_with(path, &opts).map(|r| (r, Vec::new())),
+    };
+    let (report, ops) = match checked {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("kvstore: {e}");
+            if let Some((p, _)) = &page {
+                let _ = std::fs::remove_file(p); // nothing to show
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    println!("{report}");
+    if let Some((page_path, mut file)) = page {
+        let window = match &report.result {
+            kv_checker::CheckResult::NotLinearizable { key, .. } => {
+                kv_checker::violation_window(&ops, key, &opts)
+            }
+            _ => None,
+        };
+        let written =
+            kvstore::timeline::history_page(&path.display().to_string(), &report, window.as_ref())
+                .and_then(|text| file.write_all(text.as_bytes()).map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => eprintln!("kvstore: page written to {}", page_path.display()),
+            Err(e) => {
+                eprintln!("kvstore: --html {}: {e}", page_path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    if report.is_linearizable() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `kvstore report DATA --out DIR [--window NAME=START..END]...`.
+fn redraw_report(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    windows: &[String],
+    title: Option<String>,
+) -> ExitCode {
+    let mut shades = Vec::new();
+    for w in windows {
+        match gaps::parse_window(w) {
+            Ok(w) => shades.push(kvstore::report::Shade {
+                name: w.name,
+                start_s: w.start as f64 / 1e9,
+                end_s: w.end as f64 / 1e9,
+            }),
+            Err(e) => {
+                eprintln!("kvstore: --window {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let mut run = match kvstore::report::load(data) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kvstore: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    run.shades = shades;
+    if let Some(t) = title {
+        run.title = t;
+    }
+    match kvstore::report::write_report(out, &run) {
+        Ok(page) => {
+            eprintln!("kvstore: report written to {}", page.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kvstore: --out {e}");
             ExitCode::from(EXIT_USAGE)
         }
     }
