@@ -39,6 +39,9 @@ pub enum ClientCommand {
     AwaitConnected(KPromise<Result<Vec<NodeId>, KvError>>),
     /// Open another session with this id (ids must be unique and non-zero).
     OpenSession(ClientId),
+    /// Close a session opened with [`ClientCommand::OpenSession`]: what it queued is
+    /// dropped, and it is forgotten once its current operation ends.
+    CloseSession(ClientId),
     /// Run `op` in `session` (opened before) and send the outcome to `done`.
     Submit {
         /// The session.
@@ -222,6 +225,7 @@ impl Actor for ClientComp {
                 self.core.await_connected(self.next_token);
             }
             ClientCommand::OpenSession(id) => self.core.open_session(id),
+            ClientCommand::CloseSession(id) => self.core.close_session(id),
             ClientCommand::Submit {
                 session,
                 tag,

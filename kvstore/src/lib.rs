@@ -3,5 +3,6 @@
 #![deny(missing_docs)]
 
 pub mod console;
+pub mod gateway;
 pub mod report;
 pub mod timeline;

@@ -189,6 +189,9 @@ struct Session {
     seq: u64,
     queue: VecDeque<(u64, KvOp)>,
     current: Option<Current>,
+    /// Closed while its current operation was in progress: forgotten once that one
+    /// completes.
+    closing: bool,
 }
 
 /// A replica group named by a redirect.
@@ -283,6 +286,30 @@ impl ClientCore {
     /// open session does nothing.
     pub fn open_session(&mut self, session: ClientId) {
         self.sessions.entry(session).or_default();
+    }
+
+    /// Closes `session` (not the default one): its queued operations are dropped
+    /// without a completion, and the session is forgotten at once, or when its
+    /// current operation completes (that one still runs to its end, since it may
+    /// already have taken effect). Closing an unknown session does nothing.
+    pub fn close_session(&mut self, session: ClientId) {
+        if session == self.s.client_id {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        s.queue.clear();
+        if s.current.is_some() {
+            s.closing = true;
+        } else {
+            self.sessions.remove(&session);
+        }
+    }
+
+    /// The number of open sessions, the default one included.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
     }
 
     /// Queues `op` in `session`; its completion will carry `tag`. An unknown session
@@ -668,6 +695,10 @@ impl ClientCore {
         self.in_progress -= 1;
         self.outputs
             .push(ClientOutput::Completed((session, cur.tag, result)));
+        if self.sessions.get(&session).is_some_and(|s| s.closing) {
+            self.sessions.remove(&session);
+            return;
+        }
         self.start_next(session);
     }
 

@@ -735,3 +735,35 @@ fn a_moved_refusal_without_a_new_group_backs_off_and_resends_to_the_same_node() 
         assert_eq!((to, r.seq), (node(1), 1));
     }
 }
+
+#[test]
+fn a_closed_session_drops_its_queue_and_is_forgotten_after_its_current_operation() {
+    let mut core = connected(1);
+    assert_eq!(core.sessions(), 1);
+    // Closed while idle: gone at once.
+    core.open_session(8);
+    core.close_session(8);
+    assert_eq!(core.sessions(), 1);
+    // Closed with one operation in progress and one queued: the queued one never
+    // leaves, the current one still completes, and then the session is gone.
+    core.open_session(9);
+    core.submit(9, 1, put("a", "1"));
+    core.submit(9, 2, put("a", "2"));
+    let (to, r) = only_request(&out(&mut core));
+    core.close_session(9);
+    assert_eq!(core.sessions(), 2);
+    core.handle(to, response(9, r.seq, "ignored"));
+    let o = out(&mut core);
+    assert!(o.requests().is_empty(), "{o:?}");
+    assert_eq!(o.done.len(), 1, "{o:?}");
+    assert_eq!((o.done[0].0, o.done[0].1), (9, 1));
+    assert_eq!(core.sessions(), 1);
+    // An operation submitted to it now is refused; the default session stays open.
+    core.submit(9, 3, put("a", "3"));
+    assert!(matches!(
+        out(&mut core).done[..],
+        [(9, 3, Err(KvError::Rejected(_)))]
+    ));
+    core.close_session(ME);
+    assert_eq!(core.sessions(), 1);
+}
