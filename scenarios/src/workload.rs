@@ -344,7 +344,7 @@ impl ClientDriver {
                 .unwrap_or_else(|| format!("never-{}", self.session));
             KvOp::Cas {
                 key,
-                expected,
+                expected: Some(expected),
                 new: unique,
             }
         };
