@@ -97,6 +97,9 @@ pub enum PlantedBug {
     /// Answer GET from this replica's local state at once, without going through
     /// the log (stale reads from followers and deposed leaders).
     LocalRead,
+    /// Answer DELETE from this replica's local state at once (whether the key
+    /// exists there), without going through the log: the key is never removed.
+    LocalDelete,
 }
 
 thread_local! {
@@ -355,14 +358,22 @@ impl KvReplica {
             self.refuse(reply_to, &req, reason);
             return None;
         }
-        if self.planted_bug == Some(PlantedBug::LocalRead)
-            && let KvOp::Get { key } = &req.op
-        {
+        let local = match (&req.op, self.planted_bug) {
             // Planted bug: a read that skips the log.
-            let result = match self.state.get(key) {
+            (KvOp::Get { key }, Some(PlantedBug::LocalRead)) => Some(match self.state.get(key) {
                 Some(v) => kv_ports::KvResult::Value(v.to_string()),
                 None => kv_ports::KvResult::NotFound,
-            };
+            }),
+            // Planted bug: a delete that skips the log.
+            (KvOp::Delete { key }, Some(PlantedBug::LocalDelete)) => {
+                Some(match self.state.get(key) {
+                    Some(_) => kv_ports::KvResult::Done,
+                    None => kv_ports::KvResult::NotFound,
+                })
+            }
+            _ => None,
+        };
+        if let Some(result) = local {
             let msg = ClientMessage::Response {
                 client: req.client,
                 seq: req.seq,
