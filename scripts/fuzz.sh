@@ -16,7 +16,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(wire_decode wire_link_frame config_load_str console_parse_line kv_snapshot_decode transport_stream directory_decode)
+    targets=(wire_decode wire_link_frame config_load_str console_parse_line kv_snapshot_decode transport_stream directory_decode resp_parse)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

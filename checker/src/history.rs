@@ -41,18 +41,27 @@ pub enum Op {
         /// The value written.
         value: String,
     },
-    /// Compare-and-swap: if the key holds `from`, store `to`. `ok` says whether it
-    /// swapped; a CAS on a missing key never swaps. `ok` is ignored when the
-    /// outcome is unknown.
+    /// Compare-and-swap: if the key holds `from`, store `to`; with `from` `None`,
+    /// store `to` if the key does not exist (create-if-absent). `ok` says whether
+    /// it swapped; a CAS with an expected value never swaps on a missing key. `ok`
+    /// is ignored when the outcome is unknown.
     Cas {
         /// The key.
         key: String,
-        /// The expected value.
-        from: String,
+        /// The expected value, `None` for "the key does not exist".
+        from: Option<String>,
         /// The new value.
         to: String,
         /// Whether the swap happened.
         ok: bool,
+    },
+    /// A delete; `existed` says whether the key existed (and so was removed).
+    /// Ignored when the outcome is unknown: the key is absent after it either way.
+    Del {
+        /// The key.
+        key: String,
+        /// Whether the key existed.
+        existed: bool,
     },
 }
 
@@ -60,7 +69,10 @@ impl Op {
     /// The key the operation touches.
     pub fn key(&self) -> &str {
         match self {
-            Op::Get { key, .. } | Op::Put { key, .. } | Op::Cas { key, .. } => key,
+            Op::Get { key, .. }
+            | Op::Put { key, .. }
+            | Op::Cas { key, .. }
+            | Op::Del { key, .. } => key,
         }
     }
 }
@@ -75,7 +87,7 @@ impl HistoryOp {
     ///
     /// Fields come in a fixed order (`client`, `call`, `ret` or `unknown`, `body`),
     /// so equal operations give equal lines. Unknown operations omit `ret`, and
-    /// their `out` / `ok`, which carry no information.
+    /// their `out` / `ok` / `existed`, which carry no information.
     ///
     /// # Examples
     /// ```
@@ -97,8 +109,7 @@ impl HistoryOp {
             Op::Get { key, out } => {
                 s.push_str(&format!("\"op\":\"get\",\"key\":{}", quote(key)));
                 if known {
-                    let out = out.as_deref().map_or_else(|| "null".to_owned(), quote);
-                    s.push_str(&format!(",\"out\":{out}"));
+                    s.push_str(&format!(",\"out\":{}", quote_or_null(out.as_deref())));
                 }
             }
             Op::Put { key, value } => s.push_str(&format!(
@@ -110,11 +121,17 @@ impl HistoryOp {
                 s.push_str(&format!(
                     "\"op\":\"cas\",\"key\":{},\"from\":{},\"to\":{}",
                     quote(key),
-                    quote(from),
+                    quote_or_null(from.as_deref()),
                     quote(to)
                 ));
                 if known {
                     s.push_str(&format!(",\"ok\":{ok}"));
+                }
+            }
+            Op::Del { key, existed } => {
+                s.push_str(&format!("\"op\":\"del\",\"key\":{}", quote(key)));
+                if known {
+                    s.push_str(&format!(",\"existed\":{existed}"));
                 }
             }
         }
@@ -136,12 +153,23 @@ impl fmt::Display for HistoryOp {
             Op::Get { key, out: Some(v) } => write!(f, "get({key:?}) -> {v:?}"),
             Op::Get { key, out: None } => write!(f, "get({key:?}) -> not found"),
             Op::Put { key, value } => write!(f, "put({key:?}, {value:?})"),
-            Op::Cas { key, from, to, .. } if unknown => {
-                write!(f, "cas({key:?}, {from:?} -> {to:?}) -> ?")
-            }
             Op::Cas { key, from, to, ok } => {
-                write!(f, "cas({key:?}, {from:?} -> {to:?}) -> {ok}")
+                match from {
+                    Some(from) => write!(f, "cas({key:?}, {from:?} -> {to:?}) -> ")?,
+                    None => write!(f, "cas({key:?}, absent -> {to:?}) -> ")?,
+                }
+                if unknown {
+                    write!(f, "?")
+                } else {
+                    write!(f, "{ok}")
+                }
             }
+            Op::Del { key, .. } if unknown => write!(f, "del({key:?}) -> ?"),
+            Op::Del { key, existed: true } => write!(f, "del({key:?}) -> existed"),
+            Op::Del {
+                key,
+                existed: false,
+            } => write!(f, "del({key:?}) -> not found"),
         }
     }
 }
@@ -150,6 +178,11 @@ impl fmt::Display for HistoryOp {
 fn quote(s: &str) -> String {
     // Serialising a &str cannot fail; the fallback only keeps this total.
     serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
+}
+
+/// `quote(s)`, or `null` for `None`.
+fn quote_or_null(s: Option<&str>) -> String {
+    s.map_or_else(|| "null".to_owned(), quote)
 }
 
 /// Writes `ops` as a history, one line each.
@@ -252,16 +285,9 @@ fn parse_body(body: &Map<String, Value>, unknown: bool) -> Result<Op, String> {
             only_fields(body, &["op", "key", "out"], ctx)?;
             let key = string(body, "key", ctx)?;
             let out = match body.get("out") {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Null) => None,
                 None if unknown => None,
                 None => return Err(format!("missing field \"out\"{ctx}")),
-                Some(v) => {
-                    return Err(format!(
-                        "field \"out\"{ctx} must be a string or null, found {}",
-                        kind(v)
-                    ));
-                }
+                Some(_) => string_or_null(body, "out", ctx)?,
             };
             Ok(Op::Get { key, out })
         }
@@ -274,26 +300,48 @@ fn parse_body(body: &Map<String, Value>, unknown: bool) -> Result<Op, String> {
         }
         "cas" => {
             only_fields(body, &["op", "key", "from", "to", "ok"], ctx)?;
-            let ok = match body.get("ok") {
-                Some(Value::Bool(b)) => *b,
-                None | Some(Value::Null) if unknown => false,
-                None => return Err(format!("missing field \"ok\"{ctx}")),
-                Some(v) => {
-                    return Err(format!(
-                        "field \"ok\"{ctx} must be a boolean, found {}",
-                        kind(v)
-                    ));
-                }
-            };
+            let ok = outcome_flag(body, "ok", unknown, ctx)?;
+            let key = string(body, "key", ctx)?;
+            if !body.contains_key("from") {
+                // `"from": null` is a create-if-absent; a missing `from` is a mistake.
+                return Err(format!("missing field \"from\"{ctx}"));
+            }
             Ok(Op::Cas {
-                key: string(body, "key", ctx)?,
-                from: string(body, "from", ctx)?,
+                key,
+                from: string_or_null(body, "from", ctx)?,
                 to: string(body, "to", ctx)?,
                 ok,
             })
         }
+        "del" => {
+            only_fields(body, &["op", "key", "existed"], ctx)?;
+            let existed = outcome_flag(body, "existed", unknown, ctx)?;
+            Ok(Op::Del {
+                key: string(body, "key", ctx)?,
+                existed,
+            })
+        }
         other => Err(format!(
-            "unknown operation {other:?}{ctx} (expected \"get\", \"put\" or \"cas\")"
+            "unknown operation {other:?}{ctx} (expected \"get\", \"put\", \"cas\" or \"del\")"
+        )),
+    }
+}
+
+/// A boolean outcome (`ok`, `existed`): required unless the outcome is unknown,
+/// when it may be omitted or `null` (and is then meaningless).
+fn outcome_flag(
+    body: &Map<String, Value>,
+    field: &str,
+    unknown: bool,
+    ctx: &str,
+) -> Result<bool, String> {
+    match body.get(field) {
+        Some(Value::Bool(b)) => Ok(*b),
+        None | Some(Value::Null) if unknown => Ok(false),
+        None => Err(format!("missing field {field:?}{ctx}")),
+        Some(v) => Err(format!(
+            "field {field:?}{ctx} must be a boolean, found {}",
+            kind(v)
         )),
     }
 }
@@ -314,6 +362,22 @@ fn uint(obj: &Map<String, Value>, field: &str, ctx: &str) -> Result<u64, String>
                 kind(v)
             )
         }),
+    }
+}
+
+/// A string field that may be `null`; an absent field reads as `null`.
+fn string_or_null(
+    obj: &Map<String, Value>,
+    field: &str,
+    ctx: &str,
+) -> Result<Option<String>, String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(format!(
+            "field {field:?}{ctx} must be a string or null, found {}",
+            kind(v)
+        )),
     }
 }
 

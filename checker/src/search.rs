@@ -1,4 +1,5 @@
-//! The linearizability search for one key (a read/write/CAS register).
+//! The linearizability search for one key (a register with read, write, CAS,
+//! create-if-absent and delete).
 //!
 //! Just-in-time linearization over the history's call and return events, in the
 //! manner of Wing & Gong with Lowe's memoisation: walk the events in time order;
@@ -26,6 +27,7 @@ enum Kind {
     Put {
         value: Value,
     },
+    /// `from` is ABSENT for a create-if-absent.
     Cas {
         from: Value,
         to: Value,
@@ -36,6 +38,12 @@ enum Kind {
         from: Value,
         to: Value,
     },
+    Del {
+        existed: bool,
+    },
+    /// A delete whose outcome is unknown: the key is absent after it, whatever
+    /// it held.
+    DelMaybe,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -53,12 +61,15 @@ fn step(state: Value, kind: Kind) -> Option<Value> {
     match kind {
         Kind::Get { out } => (state == out).then_some(state),
         Kind::Put { value } => Some(value),
-        // `from` is never ABSENT, so a CAS on a missing key can only fail.
+        // With `from` a value, a CAS on a missing key can only fail; with `from`
+        // ABSENT (create-if-absent) it succeeds exactly on a missing key.
         Kind::Cas { from, to, ok: true } => (state == from).then_some(to),
         Kind::Cas {
             from, ok: false, ..
         } => (state != from).then_some(state),
         Kind::CasMaybe { from, to } => Some(if state == from { to } else { state }),
+        Kind::Del { existed } => ((state != ABSENT) == existed).then_some(ABSENT),
+        Kind::DelMaybe => Some(ABSENT),
     }
 }
 
@@ -283,13 +294,16 @@ pub(crate) fn check_key(
                 value: names.id(value),
             },
             Op::Cas { from, to, ok, .. } => {
-                let (from, to) = (names.id(from), names.id(to));
+                let from = from.as_deref().map_or(ABSENT, |v| names.id(v));
+                let to = names.id(to);
                 if known {
                     Kind::Cas { from, to, ok: *ok }
                 } else {
                     Kind::CasMaybe { from, to }
                 }
             }
+            Op::Del { existed, .. } if known => Kind::Del { existed: *existed },
+            Op::Del { .. } => Kind::DelMaybe,
         };
         ops.push(KeyOp {
             orig: i,
@@ -418,7 +432,7 @@ fn impossible_observation(
 fn needed_value(kind: Kind) -> Option<Value> {
     match kind {
         Kind::Get { out } if out != ABSENT => Some(out),
-        Kind::Cas { from, ok: true, .. } => Some(from),
+        Kind::Cas { from, ok: true, .. } if from != ABSENT => Some(from),
         _ => None,
     }
 }

@@ -1,6 +1,7 @@
-//! Histories generated from a real sequential register: linearizable by
-//! construction, and not any more once a read is made to return a value that was
-//! never written.
+//! Histories generated from a real sequential register (reads, writes, CAS,
+//! create-if-absent and deletes): linearizable by construction, and not any more
+//! once a read is made to return a value that was never written, or one that was
+//! certainly gone.
 
 use std::collections::BTreeMap;
 
@@ -46,7 +47,7 @@ fn simulate(
         let ret = effect + rng.below(50);
         client_free_at[c] = ret + 1;
         let key = format!("key{}", rng.below(keys));
-        let kind = rng.below(3);
+        let kind = rng.below(4);
         let lost = rng.below(1000) < unknown_per_mille;
         planned.push((effect, n, c as u64, call, ret, key, kind, lost));
     }
@@ -65,19 +66,25 @@ fn simulate(
                 store.insert(key.clone(), value.clone());
                 Op::Put { key, value }
             }
-            _ => {
-                // Expect the current value half of the time, so both outcomes occur.
+            2 => {
+                // Expect the current value, absence (create-if-absent) or a stale
+                // value, so that every outcome occurs.
                 let current = store.get(&key).cloned();
-                let from = match (&current, rng.below(2)) {
-                    (Some(v), 0) => v.clone(),
-                    _ => format!("old{n}"),
+                let from = match (&current, rng.below(3)) {
+                    (Some(v), 0) => Some(v.clone()),
+                    (_, 1) => None,
+                    _ => Some(format!("old{n}")),
                 };
-                let ok = current.as_deref() == Some(from.as_str());
+                let ok = current == from;
                 let to = format!("c{client}n{n}");
                 if ok {
                     store.insert(key.clone(), to.clone());
                 }
                 Op::Cas { key, from, to, ok }
+            }
+            _ => {
+                let existed = store.remove(&key).is_some();
+                Op::Del { key, existed }
             }
         };
         let unknown = lost && !matches!(op, Op::Get { .. });
@@ -135,8 +142,50 @@ fn a_stale_read_planted_in_a_large_history_is_found() {
         *out = stale;
     }
     // The stale value might legitimately be current again if a CAS restored it;
-    // CAS targets are unique here, so it cannot.
+    // CAS targets are unique here, so it cannot (and a delete writes no value).
     assert!(matches!(check_history(&h), CheckResult::NotLinearizable { key: k, .. } if k == key));
+}
+
+#[test]
+fn a_read_of_a_deleted_value_planted_in_a_large_history_is_found() {
+    let mut h = simulate(11, 16, 5_000, 50, 0);
+    // A read, a PUT of its key and a DELETE that removed the key, each returning
+    // before the next was called: after the DELETE the PUT's value is gone for
+    // good (values are unique), so a read of it is what a replica that lost the
+    // DELETE (or a snapshot that brought the key back) would answer.
+    let done = |o: &HistoryOp| o.ret.unwrap_or(u64::MAX);
+    let mut target = None;
+    'search: for (i, read) in h.iter().enumerate() {
+        if !matches!(read.op, Op::Get { .. }) {
+            continue;
+        }
+        let key = read.op.key();
+        let deletes = h.iter().filter(|d| {
+            d.op.key() == key
+                && matches!(d.op, Op::Del { existed: true, .. })
+                && done(d) < read.call
+        });
+        for d in deletes {
+            let put = h.iter().find_map(|p| match &p.op {
+                Op::Put { key: k, value } if k == key && done(p) < d.call => Some(value),
+                _ => None,
+            });
+            if let Some(value) = put {
+                target = Some((i, value.clone()));
+                break 'search;
+            }
+        }
+    }
+    let (i, value) = target.expect("the workload has such a read");
+    let key = h[i].op.key().to_owned();
+    if let Op::Get { out, .. } = &mut h[i].op {
+        *out = Some(value);
+    }
+    let r = check_history(&h);
+    assert!(
+        matches!(&r, CheckResult::NotLinearizable { key: k, .. } if *k == key),
+        "{r:?}"
+    );
 }
 
 proptest! {

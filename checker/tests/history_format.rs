@@ -17,9 +17,13 @@ fn the_documented_examples_parse() {
 {"client":3,"call":15,"ret":20,"body":{"op":"cas","key":"k","from":"v","to":"w","ok":true}}
 {"client":4,"call":21,"unknown":true,"body":{"op":"put","key":"k","value":"z"}}
 {"client":4,"call":30,"ret":99,"unknown":true,"body":{"op":"cas","key":"k","from":"a","to":"b"}}
+{"client":5,"call":100,"ret":110,"body":{"op":"del","key":"k","existed":true}}
+{"client":5,"call":111,"ret":120,"body":{"op":"cas","key":"k","from":null,"to":"n","ok":true}}
+{"client":5,"call":121,"ret":130,"body":{"op":"del","key":"x","existed":false}}
+{"client":6,"call":131,"unknown":true,"body":{"op":"del","key":"k"}}
 "#;
     let ops = parse_history(text).expect("valid history");
-    assert_eq!(ops.len(), 6);
+    assert_eq!(ops.len(), 10);
     assert_eq!(
         ops[2].op,
         Op::Get {
@@ -29,6 +33,23 @@ fn the_documented_examples_parse() {
     );
     assert_eq!(ops[4].ret, None);
     assert_eq!(ops[5].ret, None, "an unknown operation has no known return");
+    assert_eq!(
+        ops[6].op,
+        Op::Del {
+            key: "k".into(),
+            existed: true
+        }
+    );
+    assert_eq!(
+        ops[7].op,
+        Op::Cas {
+            key: "k".into(),
+            from: None,
+            to: "n".into(),
+            ok: true
+        }
+    );
+    assert_eq!(ops[9].ret, None);
     assert_eq!(check_history_of(&ops), CheckResult::Linearizable);
 }
 
@@ -63,9 +84,38 @@ fn writer_and_parser_roundtrip_including_unknown_and_unicode() {
             ret: None,
             op: Op::Cas {
                 key: "k".into(),
-                from: "a".into(),
+                from: Some("a".into()),
                 to: "b".into(),
                 ok: false,
+            },
+        },
+        HistoryOp {
+            client: 3,
+            call: 5,
+            ret: Some(7),
+            op: Op::Cas {
+                key: "k".into(),
+                from: None,
+                to: "c".into(),
+                ok: true,
+            },
+        },
+        HistoryOp {
+            client: 3,
+            call: 8,
+            ret: Some(9),
+            op: Op::Del {
+                key: "k".into(),
+                existed: true,
+            },
+        },
+        HistoryOp {
+            client: 3,
+            call: 10,
+            ret: None,
+            op: Op::Del {
+                key: "k".into(),
+                existed: false,
             },
         },
         HistoryOp {
@@ -81,9 +131,20 @@ fn writer_and_parser_roundtrip_including_unknown_and_unicode() {
     let mut buf = Vec::new();
     write_history(&mut buf, &ops).expect("write to memory");
     let text = String::from_utf8(buf).expect("UTF-8");
-    assert_eq!(text.lines().count(), 4);
+    assert_eq!(text.lines().count(), 7);
     assert_eq!(parse_history(&text), Ok(ops));
     assert!(text.contains(r#"{"client":2,"call":5,"unknown":true,"body":{"op":"cas""#));
+    assert!(text.contains(
+        r#"{"client":3,"call":5,"ret":7,"body":{"op":"cas","key":"k","from":null,"to":"c","ok":true}}"#
+    ));
+    assert!(
+        text.contains(
+            r#"{"client":3,"call":8,"ret":9,"body":{"op":"del","key":"k","existed":true}}"#
+        )
+    );
+    assert!(
+        text.contains(r#"{"client":3,"call":10,"unknown":true,"body":{"op":"del","key":"k"}}"#)
+    );
 }
 
 #[test]
@@ -112,8 +173,34 @@ fn malformed_lines_are_rejected_with_specific_messages() {
         r#""ret" (2) is before "call" (5)"#
     );
     assert_eq!(
+        line_error(r#"{"client":1,"call":1,"ret":2,"body":{"op":"incr","key":"k"}}"#),
+        r#"unknown operation "incr" in "body" (expected "get", "put", "cas" or "del")"#
+    );
+    assert_eq!(
         line_error(r#"{"client":1,"call":1,"ret":2,"body":{"op":"del","key":"k"}}"#),
-        r#"unknown operation "del" in "body" (expected "get", "put" or "cas")"#
+        r#"missing field "existed" in "body""#
+    );
+    assert_eq!(
+        line_error(r#"{"client":1,"call":1,"ret":2,"body":{"op":"del","key":"k","existed":1}}"#),
+        r#"field "existed" in "body" must be a boolean, found the number 1"#
+    );
+    assert_eq!(
+        line_error(
+            r#"{"client":1,"call":1,"ret":2,"body":{"op":"del","key":"k","existed":true,"value":"v"}}"#
+        ),
+        r#"unknown field "value" in "body""#
+    );
+    assert_eq!(
+        line_error(
+            r#"{"client":1,"call":1,"ret":2,"body":{"op":"cas","key":"k","to":"b","ok":true}}"#
+        ),
+        r#"missing field "from" in "body""#
+    );
+    assert_eq!(
+        line_error(
+            r#"{"client":1,"call":1,"ret":2,"body":{"op":"cas","key":"k","from":false,"to":"b","ok":true}}"#
+        ),
+        r#"field "from" in "body" must be a string or null, found false"#
     );
     assert_eq!(
         line_error(r#"{"client":1,"call":1,"ret":2,"body":{"op":"put","key":"k","vaule":"v"}}"#),

@@ -33,9 +33,36 @@ fn cas(client: u64, call: u64, ret: u64, key: &str, from: &str, to: &str, ok: bo
         ret: Some(ret),
         op: Op::Cas {
             key: key.into(),
-            from: from.into(),
+            from: Some(from.into()),
             to: to.into(),
             ok,
+        },
+    }
+}
+
+/// A create-if-absent: a CAS whose expected state is "the key does not exist".
+fn create(client: u64, call: u64, ret: u64, key: &str, to: &str, ok: bool) -> HistoryOp {
+    HistoryOp {
+        client,
+        call,
+        ret: Some(ret),
+        op: Op::Cas {
+            key: key.into(),
+            from: None,
+            to: to.into(),
+            ok,
+        },
+    }
+}
+
+fn del(client: u64, call: u64, ret: u64, key: &str, existed: bool) -> HistoryOp {
+    HistoryOp {
+        client,
+        call,
+        ret: Some(ret),
+        op: Op::Del {
+            key: key.into(),
+            existed,
         },
     }
 }
@@ -299,4 +326,141 @@ fn a_violation_among_many_concurrent_writes_is_found() {
     h.push(get(99, 2_000, 2_010, "k", Some("v3")));
     h.push(get(99, 3_000, 3_010, "k", Some("v4")));
     assert_violation(&h, "k");
+}
+
+#[test]
+fn a_sequential_history_with_deletes_and_creates_is_linearizable() {
+    assert_linearizable(&[
+        del(1, 0, 10, "k", false),
+        create(1, 20, 30, "k", "a", true),
+        create(2, 40, 50, "k", "b", false),
+        get(1, 60, 70, "k", Some("a")),
+        del(2, 80, 90, "k", true),
+        get(1, 100, 110, "k", None),
+        cas(1, 120, 130, "k", "a", "c", false),
+        del(2, 140, 150, "k", false),
+        create(2, 160, 170, "k", "d", true),
+        get(1, 180, 190, "k", Some("d")),
+    ]);
+}
+
+#[test]
+fn a_read_of_a_deleted_value_after_the_delete_returned_is_caught() {
+    // The delete certainly took effect before the read started: a replica that
+    // lost it (or a snapshot that resurrected the key) answers the old value.
+    let ops = assert_violation(
+        &[
+            put(1, 0, 10, "k", "a"),
+            del(2, 20, 30, "k", true),
+            get(3, 40, 50, "k", Some("a")),
+        ],
+        "k",
+    );
+    assert!(
+        ops.iter().any(|o| matches!(o.op, Op::Del { .. })),
+        "{ops:?}"
+    );
+}
+
+#[test]
+fn a_read_concurrent_with_a_delete_may_see_either_side() {
+    for out in [Some("a"), None] {
+        assert_linearizable(&[
+            put(1, 0, 10, "k", "a"),
+            del(2, 20, 50, "k", true),
+            get(3, 30, 40, "k", out),
+        ]);
+    }
+}
+
+#[test]
+fn a_delete_must_tell_the_truth_about_the_key() {
+    // It cannot find a key nobody wrote, nor miss one that certainly exists.
+    assert_violation(&[del(1, 0, 10, "k", true)], "k");
+    assert_violation(&[put(1, 0, 10, "k", "a"), del(2, 20, 30, "k", false)], "k");
+    // Two deletes after one write: only one of them can have removed the key.
+    assert_violation(
+        &[
+            put(1, 0, 10, "k", "a"),
+            del(2, 20, 40, "k", true),
+            del(3, 20, 40, "k", true),
+        ],
+        "k",
+    );
+    assert_linearizable(&[
+        put(1, 0, 10, "k", "a"),
+        del(2, 20, 40, "k", true),
+        del(3, 20, 40, "k", false),
+    ]);
+}
+
+#[test]
+fn a_create_succeeds_only_on_a_missing_key() {
+    assert_linearizable(&[create(1, 0, 10, "k", "a", true)]);
+    assert_violation(&[create(1, 0, 10, "k", "a", false)], "k");
+    assert_violation(
+        &[put(1, 0, 10, "k", "a"), create(2, 20, 30, "k", "b", true)],
+        "k",
+    );
+    // Two concurrent creates of one key: at most one wins (SET NX as a lock).
+    assert_violation(
+        &[
+            create(1, 0, 20, "k", "a", true),
+            create(2, 0, 20, "k", "b", true),
+        ],
+        "k",
+    );
+    assert_linearizable(&[
+        create(1, 0, 20, "k", "a", true),
+        create(2, 0, 20, "k", "b", false),
+        get(3, 30, 40, "k", Some("a")),
+    ]);
+    // Unless a delete between them made room again.
+    assert_linearizable(&[
+        create(1, 0, 20, "k", "a", true),
+        del(3, 0, 30, "k", true),
+        create(2, 0, 40, "k", "b", true),
+        get(3, 50, 60, "k", Some("b")),
+    ]);
+}
+
+#[test]
+fn an_unknown_delete_may_take_effect_late_or_never() {
+    let h = |out| {
+        [
+            put(1, 0, 10, "k", "a"),
+            unknown(del(2, 20, 30, "k", false)),
+            get(3, 100, 110, "k", Some("a")),
+            get(3, 120, 130, "k", out),
+        ]
+    };
+    // Never, or after the first read.
+    assert_linearizable(&h(Some("a")));
+    assert_linearizable(&h(None));
+    // But not before a read and undone after it.
+    assert_violation(
+        &[
+            put(1, 0, 10, "k", "a"),
+            unknown(del(2, 20, 30, "k", true)),
+            get(3, 100, 110, "k", None),
+            get(3, 120, 130, "k", Some("a")),
+        ],
+        "k",
+    );
+}
+
+#[test]
+fn an_unknown_create_takes_effect_only_on_a_missing_key() {
+    assert_linearizable(&[
+        unknown(create(1, 0, 10, "k", "a", false)),
+        get(2, 20, 30, "k", Some("a")),
+    ]);
+    assert_violation(
+        &[
+            put(1, 0, 10, "k", "x"),
+            unknown(create(2, 20, 30, "k", "a", false)),
+            get(3, 100, 110, "k", Some("a")),
+        ],
+        "k",
+    );
 }

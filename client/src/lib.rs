@@ -10,6 +10,8 @@
 //! client.put("greeting", "hello")?;
 //! assert_eq!(client.get("greeting")?, Some("hello".to_string()));
 //! client.cas("greeting", "hello", "bonjour")?;
+//! client.put_if_absent("counter", "0")?; // fails with CasMismatch if it exists
+//! assert!(client.delete("greeting")?); // true: the key existed
 //! # Ok::<(), kv_client::Error>(())
 //! ```
 #![deny(missing_docs)]
@@ -35,10 +37,11 @@ pub use component::{
 /// What can go wrong with an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// GET or CAS on a key that does not exist.
+    /// CAS on a key that does not exist.
     #[error("key {0:?} not found")]
     NotFound(String),
-    /// CAS whose expected value is not the current one.
+    /// CAS whose expected value is not the current one, or
+    /// [`put_if_absent`](Client::put_if_absent) on a key that exists.
     #[error("cas failed: current value of {key:?} is {current:?}")]
     CasMismatch {
         /// The key.
@@ -290,9 +293,34 @@ impl Session {
 
     /// Replace `expected` with `new` under `key`.
     pub fn cas(&self, key: &str, expected: &str, new: &str) -> Result<(), Error> {
+        self.compare_and_swap(key, Some(expected), new)
+    }
+
+    /// Store `value` under `key` only if `key` does not exist: a CAS against
+    /// absent, one linearizable operation (Redis `SET NX`). Fails with
+    /// [`Error::CasMismatch`] naming the current value if the key exists.
+    pub fn put_if_absent(&self, key: &str, value: &str) -> Result<(), Error> {
+        self.compare_and_swap(key, None, value)
+    }
+
+    /// Remove `key`; `true` if it existed, `false` if there was nothing to remove.
+    pub fn delete(&self, key: &str) -> Result<bool, Error> {
+        match self.execute(KvOp::Delete {
+            key: key.to_string(),
+        })? {
+            KvResult::Done => Ok(true),
+            KvResult::NotFound => Ok(false),
+            other => Err(Error::Setup(format!(
+                "unexpected answer to DELETE: {other:?}"
+            ))),
+        }
+    }
+
+    /// CAS with `expected` `None` meaning "the key does not exist".
+    fn compare_and_swap(&self, key: &str, expected: Option<&str>, new: &str) -> Result<(), Error> {
         match self.execute(KvOp::Cas {
             key: key.to_string(),
-            expected: expected.to_string(),
+            expected: expected.map(str::to_string),
             new: new.to_string(),
         })? {
             KvResult::Done => Ok(()),
@@ -355,6 +383,17 @@ impl Client {
     /// Replace `expected` with `new` under `key`.
     pub fn cas(&self, key: &str, expected: &str, new: &str) -> Result<(), Error> {
         self.session.cas(key, expected, new)
+    }
+
+    /// Store `value` under `key` only if `key` does not exist; see
+    /// [`Session::put_if_absent`].
+    pub fn put_if_absent(&self, key: &str, value: &str) -> Result<(), Error> {
+        self.session.put_if_absent(key, value)
+    }
+
+    /// Remove `key`; `true` if it existed.
+    pub fn delete(&self, key: &str) -> Result<bool, Error> {
+        self.session.delete(key)
     }
 
     /// Stop the client's system.

@@ -61,9 +61,18 @@ pub fn check_limits(op: &KvOp, max_key: usize, max_value: usize) -> Result<(), R
         )));
     }
     let values: &[&str] = match op {
-        KvOp::Get { .. } => &[],
-        KvOp::Put { value, .. } => &[value.as_str()],
-        KvOp::Cas { expected, new, .. } => &[expected.as_str(), new.as_str()],
+        KvOp::Get { .. } | KvOp::Delete { .. } => &[],
+        KvOp::Put { value, .. }
+        | KvOp::Cas {
+            expected: None,
+            new: value,
+            ..
+        } => &[value.as_str()],
+        KvOp::Cas {
+            expected: Some(expected),
+            new,
+            ..
+        } => &[expected.as_str(), new.as_str()],
     };
     for v in values {
         if v.len() > max_value {
@@ -88,6 +97,9 @@ pub enum PlantedBug {
     /// Answer GET from this replica's local state at once, without going through
     /// the log (stale reads from followers and deposed leaders).
     LocalRead,
+    /// Answer DELETE from this replica's local state at once (whether the key
+    /// exists there), without going through the log: the key is never removed.
+    LocalDelete,
 }
 
 thread_local! {
@@ -346,14 +358,22 @@ impl KvReplica {
             self.refuse(reply_to, &req, reason);
             return None;
         }
-        if self.planted_bug == Some(PlantedBug::LocalRead)
-            && let KvOp::Get { key } = &req.op
-        {
+        let local = match (&req.op, self.planted_bug) {
             // Planted bug: a read that skips the log.
-            let result = match self.state.get(key) {
+            (KvOp::Get { key }, Some(PlantedBug::LocalRead)) => Some(match self.state.get(key) {
                 Some(v) => kv_ports::KvResult::Value(v.to_string()),
                 None => kv_ports::KvResult::NotFound,
-            };
+            }),
+            // Planted bug: a delete that skips the log.
+            (KvOp::Delete { key }, Some(PlantedBug::LocalDelete)) => {
+                Some(match self.state.get(key) {
+                    Some(_) => kv_ports::KvResult::Done,
+                    None => kv_ports::KvResult::NotFound,
+                })
+            }
+            _ => None,
+        };
+        if let Some(result) = local {
             let msg = ClientMessage::Response {
                 client: req.client,
                 seq: req.seq,
@@ -607,6 +627,30 @@ impl Actor for KvReplica {
 mod tests {
     use super::*;
     use kv_protocols::kv::ENTRY_OVERHEAD;
+
+    #[test]
+    fn limits_apply_to_every_key_and_every_value_an_operation_carries() {
+        let long = "x".repeat(9);
+        let ok = |op: &KvOp| check_limits(op, 8, 8).is_ok();
+        assert!(ok(&KvOp::Delete { key: "k".into() }));
+        assert!(!ok(&KvOp::Delete { key: long.clone() }));
+        let create = |new: &str| KvOp::Cas {
+            key: "k".into(),
+            expected: None,
+            new: new.into(),
+        };
+        assert!(ok(&create("v")));
+        assert!(matches!(
+            check_limits(&create(&long), 8, 8),
+            Err(Refusal::TooLarge(reason)) if reason == "value is 9 bytes, the limit is 8"
+        ));
+        let cas = KvOp::Cas {
+            key: "k".into(),
+            expected: Some(long),
+            new: "v".into(),
+        };
+        assert!(!ok(&cas));
+    }
 
     #[test]
     fn a_small_state_is_snapshotted_every_interval() {

@@ -35,12 +35,14 @@ pub enum OpKind {
     Get,
     /// PUT.
     Put,
-    /// CAS.
+    /// CAS, with an expected value or against absent.
     Cas,
+    /// DELETE.
+    Delete,
 }
 
 impl OpKind {
-    const ALL: [OpKind; 3] = [OpKind::Get, OpKind::Put, OpKind::Cas];
+    const ALL: [OpKind; 4] = [OpKind::Get, OpKind::Put, OpKind::Cas, OpKind::Delete];
 
     /// The kind of `op`.
     pub fn of(op: &KvOp) -> OpKind {
@@ -48,6 +50,7 @@ impl OpKind {
             KvOp::Get { .. } => OpKind::Get,
             KvOp::Put { .. } => OpKind::Put,
             KvOp::Cas { .. } => OpKind::Cas,
+            KvOp::Delete { .. } => OpKind::Delete,
         }
     }
 
@@ -57,6 +60,7 @@ impl OpKind {
             OpKind::Get => "get",
             OpKind::Put => "put",
             OpKind::Cas => "cas",
+            OpKind::Delete => "del",
         }
     }
 }
@@ -64,9 +68,9 @@ impl OpKind {
 /// How a node answered a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// A value (GET) or done (PUT, CAS).
+    /// A value (GET) or done (PUT, CAS, DELETE of a key that existed).
     Ok,
-    /// GET or CAS on a missing key.
+    /// GET, CAS or DELETE on a missing key.
     NotFound,
     /// CAS whose expected value was not the current one.
     CasMismatch,
@@ -892,6 +896,7 @@ mod tests {
         for expected in [
             "kvstore_operations_total{op=\"get\",outcome=\"not_found\"} 1",
             "kvstore_operations_total{op=\"cas\",outcome=\"ok\"} 0",
+            "kvstore_operations_total{op=\"del\",outcome=\"not_found\"} 0",
             "kvstore_leader_changes_total{partition=\"3\"} 1",
             "kvstore_suspicions_total 1",
             "kvstore_suspected_nodes 1",

@@ -29,14 +29,27 @@ pub struct Mix {
     pub put: u32,
     /// Weight of CAS.
     pub cas: u32,
+    /// Weight of DELETE.
+    pub del: u32,
 }
 
-/// Parse `get=1,put=1,cas=1` (missing kinds weigh 0).
+impl Mix {
+    /// The sum of the weights.
+    fn total(&self) -> u64 {
+        [self.get, self.put, self.cas, self.del]
+            .into_iter()
+            .map(u64::from)
+            .sum()
+    }
+}
+
+/// Parse `get=1,put=1,cas=1,del=1` (missing kinds weigh 0).
 pub fn parse_mix(s: &str) -> Result<Mix, String> {
     let mut m = Mix {
         get: 0,
         put: 0,
         cas: 0,
+        del: 0,
     };
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part
@@ -50,10 +63,15 @@ pub fn parse_mix(s: &str) -> Result<Mix, String> {
             "get" => m.get = w,
             "put" => m.put = w,
             "cas" => m.cas = w,
-            other => return Err(format!("{other:?}: unknown operation (get, put or cas)")),
+            "del" => m.del = w,
+            other => {
+                return Err(format!(
+                    "{other:?}: unknown operation (get, put, cas or del)"
+                ));
+            }
         }
     }
-    if m.get + m.put + m.cas == 0 {
+    if m.total() == 0 {
         return Err("the mix must give some operation a positive weight".to_string());
     }
     Ok(m)
@@ -182,7 +200,9 @@ impl BenchReport {
 
 struct SessionState {
     id: u64,
-    known: HashMap<String, String>,
+    /// What the session last saw of each key it touched: its value, or `None`
+    /// when it learnt that the key does not exist.
+    known: HashMap<String, Option<String>>,
     n: u64,
     started: Instant,
     op: Option<KvOp>,
@@ -198,46 +218,55 @@ fn make_value(client: usize, n: u64, size: usize) -> String {
 
 fn next_op(s: &mut SessionState, idx: usize, cfg: &BenchConfig, rng: &mut SplitMix64) -> KvOp {
     let key = format!("k{}", rng.below(cfg.keys.max(1)));
-    let total = u64::from(cfg.mix.get + cfg.mix.put + cfg.mix.cas);
-    let r = rng.below(total) as u32;
+    let r = rng.below(cfg.mix.total());
     s.n += 1;
-    if r < cfg.mix.get {
+    let (get, put, cas) = (
+        u64::from(cfg.mix.get),
+        u64::from(cfg.mix.put),
+        u64::from(cfg.mix.cas),
+    );
+    if r < get {
         KvOp::Get { key }
-    } else if r < cfg.mix.get + cfg.mix.put {
+    } else if r < get + put {
         KvOp::Put {
             key,
             value: make_value(idx, s.n, cfg.value_size),
         }
-    } else {
-        let expected = s
-            .known
-            .get(&key)
-            .cloned()
-            .unwrap_or_else(|| format!("never-written-{idx}"));
+    } else if r < get + put + cas {
+        // The last value seen, absent included (then it is a create-if-absent);
+        // a never-written value for a key the session has not touched.
+        let expected = match s.known.get(&key) {
+            Some(seen) => seen.clone(),
+            None => Some(format!("never-written-{idx}")),
+        };
         KvOp::Cas {
             key,
             expected,
             new: make_value(idx, s.n, cfg.value_size),
         }
+    } else {
+        KvOp::Delete { key }
     }
 }
 
 fn learn(s: &mut SessionState, op: &KvOp, r: &Result<KvResult, KvError>) {
     match (op, r) {
         (KvOp::Get { key }, Ok(KvResult::Value(v))) => {
-            s.known.insert(key.clone(), v.clone());
+            s.known.insert(key.clone(), Some(v.clone()));
         }
         (KvOp::Put { key, value }, Ok(KvResult::Done)) => {
-            s.known.insert(key.clone(), value.clone());
+            s.known.insert(key.clone(), Some(value.clone()));
         }
         (KvOp::Cas { key, new, .. }, Ok(KvResult::Done)) => {
-            s.known.insert(key.clone(), new.clone());
+            s.known.insert(key.clone(), Some(new.clone()));
         }
         (KvOp::Cas { key, .. }, Ok(KvResult::CasMismatch { current })) => {
-            s.known.insert(key.clone(), current.clone());
+            s.known.insert(key.clone(), Some(current.clone()));
         }
-        (_, Ok(KvResult::NotFound)) => {
-            s.known.remove(op.key());
+        // A DELETE that removed the key, or any operation that found nothing: the
+        // key is absent now.
+        (KvOp::Delete { .. }, Ok(KvResult::Done)) | (_, Ok(KvResult::NotFound)) => {
+            s.known.insert(op.key().to_string(), None);
         }
         _ => {}
     }
@@ -271,6 +300,10 @@ fn history_op(
             from: expected.clone(),
             to: new.clone(),
             ok: matches!(r, Ok(KvResult::Done)),
+        },
+        KvOp::Delete { key } => Op::Del {
+            key: key.clone(),
+            existed: matches!(r, Ok(KvResult::Done)),
         },
     };
     Some(HistoryOp {
@@ -544,7 +577,8 @@ mod tests {
             Ok(Mix {
                 get: 1,
                 put: 1,
-                cas: 1
+                cas: 1,
+                del: 0
             })
         );
         assert_eq!(
@@ -552,7 +586,8 @@ mod tests {
             Ok(Mix {
                 get: 90,
                 put: 5,
-                cas: 5
+                cas: 5,
+                del: 0
             })
         );
         assert_eq!(
@@ -560,12 +595,22 @@ mod tests {
             Ok(Mix {
                 get: 0,
                 put: 1,
-                cas: 0
+                cas: 0,
+                del: 0
+            })
+        );
+        assert_eq!(
+            parse_mix("get=2,del=1"),
+            Ok(Mix {
+                get: 2,
+                put: 0,
+                cas: 0,
+                del: 1
             })
         );
         assert!(parse_mix("get=0").is_err());
         assert!(
-            parse_mix("del=1")
+            parse_mix("incr=1")
                 .unwrap_err()
                 .contains("unknown operation")
         );

@@ -23,21 +23,40 @@ commands:
   get KEY                  print the value of KEY
   put KEY VALUE            store VALUE under KEY
   cas KEY EXPECTED NEW     replace EXPECTED with NEW under KEY
+  cas KEY --absent NEW     store NEW under KEY only if KEY does not exist
+  del KEY                  remove KEY (\"not found\" if it did not exist)
   help                     this text
   quit                     leave (end of input works too)
-Quote keys or values that contain spaces: put greeting \"hello world\"";
+Quote keys or values that contain spaces: put greeting \"hello world\"
+(a quoted \"--absent\" is an ordinary value)";
+
+/// The flag of `cas KEY --absent NEW`, when it is not quoted.
+const ABSENT_FLAG: &str = "--absent";
+
+/// One word of a line, and whether any of it was quoted.
+struct Word {
+    text: String,
+    quoted: bool,
+}
 
 /// Split a line into words; double quotes group words, `\\` and `\"` escape inside
 /// quotes.
 pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    Ok(split_marked(line)?.into_iter().map(|w| w.text).collect())
+}
+
+/// [`split_words`], remembering which words had quotes.
+fn split_marked(line: &str) -> Result<Vec<Word>, String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
+    let mut quoted = false;
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
         match c {
             '"' => {
                 in_word = true;
+                quoted = true;
                 loop {
                     match chars.next() {
                         Some('"') => break,
@@ -56,8 +75,12 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
             }
             c if c.is_whitespace() => {
                 if in_word {
-                    words.push(std::mem::take(&mut cur));
+                    words.push(Word {
+                        text: std::mem::take(&mut cur),
+                        quoted,
+                    });
                     in_word = false;
+                    quoted = false;
                 }
             }
             c => {
@@ -67,7 +90,7 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
         }
     }
     if in_word {
-        words.push(cur);
+        words.push(Word { text: cur, quoted });
     }
     Ok(words)
 }
@@ -78,10 +101,22 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return Ok(Command::Nothing);
     }
-    let words = split_words(trimmed)?;
-    let Some((cmd, args)) = words.split_first() else {
+    let words = split_marked(trimmed)?;
+    let Some((cmd, rest)) = words.split_first() else {
         return Ok(Command::Nothing);
     };
+    let cmd = &cmd.text;
+    // `cas KEY --absent NEW`: the unquoted flag, wherever it stands, is not a value.
+    let absent = rest.iter().any(|w| !w.quoted && w.text == ABSENT_FLAG);
+    let args: Vec<String> = rest
+        .iter()
+        .filter(|w| w.quoted || w.text != ABSENT_FLAG)
+        .map(|w| w.text.clone())
+        .collect();
+    let cmd_lower = cmd.to_ascii_lowercase();
+    if absent && cmd_lower != "cas" {
+        return Err(format!("{ABSENT_FLAG} only goes with cas (try help)"));
+    }
     let want = |n: usize, usage: &str| -> Result<(), String> {
         if args.len() == n {
             Ok(())
@@ -89,7 +124,7 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
             Err(format!("usage: {usage}"))
         }
     };
-    match cmd.to_ascii_lowercase().as_str() {
+    match cmd_lower.as_str() {
         "get" => {
             want(1, "get KEY")?;
             Ok(Command::Op(KvOp::Get {
@@ -103,12 +138,26 @@ pub fn parse_line(line: &str) -> Result<Command, String> {
                 value: args[1].clone(),
             }))
         }
-        "cas" => {
-            want(3, "cas KEY EXPECTED NEW")?;
+        "cas" if absent => {
+            want(2, "cas KEY --absent NEW")?;
             Ok(Command::Op(KvOp::Cas {
                 key: args[0].clone(),
-                expected: args[1].clone(),
+                expected: None,
+                new: args[1].clone(),
+            }))
+        }
+        "cas" => {
+            want(3, "cas KEY EXPECTED NEW (or cas KEY --absent NEW)")?;
+            Ok(Command::Op(KvOp::Cas {
+                key: args[0].clone(),
+                expected: Some(args[1].clone()),
                 new: args[2].clone(),
+            }))
+        }
+        "del" | "delete" => {
+            want(1, "del KEY")?;
+            Ok(Command::Op(KvOp::Delete {
+                key: args[0].clone(),
             }))
         }
         "help" | "?" => Ok(Command::Help),
@@ -191,9 +240,34 @@ mod tests {
             parse_line("  cas k \"hello world\" x "),
             Ok(Command::Op(KvOp::Cas {
                 key: "k".into(),
-                expected: "hello world".into(),
+                expected: Some("hello world".into()),
                 new: "x".into()
             }))
+        );
+        assert_eq!(
+            parse_line("cas k --absent x"),
+            Ok(Command::Op(KvOp::Cas {
+                key: "k".into(),
+                expected: None,
+                new: "x".into()
+            }))
+        );
+        // Quoted, the flag is a value like any other.
+        assert_eq!(
+            parse_line("cas k \"--absent\" x"),
+            Ok(Command::Op(KvOp::Cas {
+                key: "k".into(),
+                expected: Some("--absent".into()),
+                new: "x".into()
+            }))
+        );
+        assert_eq!(
+            parse_line("del k"),
+            Ok(Command::Op(KvOp::Delete { key: "k".into() }))
+        );
+        assert_eq!(
+            parse_line("DELETE \"a b\""),
+            Ok(Command::Op(KvOp::Delete { key: "a b".into() }))
         );
         assert_eq!(
             parse_line("GET a"),
@@ -215,6 +289,19 @@ mod tests {
     fn explains_bad_lines() {
         assert_eq!(parse_line("put a"), Err("usage: put KEY VALUE".to_string()));
         assert_eq!(parse_line("get"), Err("usage: get KEY".to_string()));
+        assert_eq!(parse_line("del"), Err("usage: del KEY".to_string()));
+        assert_eq!(
+            parse_line("cas k --absent a b"),
+            Err("usage: cas KEY --absent NEW".to_string())
+        );
+        assert_eq!(
+            parse_line("cas k a"),
+            Err("usage: cas KEY EXPECTED NEW (or cas KEY --absent NEW)".to_string())
+        );
+        assert_eq!(
+            parse_line("put k --absent"),
+            Err("--absent only goes with cas (try help)".to_string())
+        );
         assert_eq!(
             parse_line("frob a"),
             Err("unknown command \"frob\" (try help)".to_string())
@@ -229,7 +316,7 @@ mod tests {
     fn outcomes_read_as_documented() {
         let cas = KvOp::Cas {
             key: "k".into(),
-            expected: "a".into(),
+            expected: Some("a".into()),
             new: "b".into(),
         };
         assert_eq!(
@@ -241,6 +328,26 @@ mod tests {
             )
             .line(),
             "cas failed: current value of \"k\" is \"x\""
+        );
+        let create = KvOp::Cas {
+            key: "k".into(),
+            expected: None,
+            new: "b".into(),
+        };
+        let o = outcome(
+            &create,
+            Ok(KvResult::CasMismatch {
+                current: "x".into(),
+            }),
+        );
+        assert_eq!(o.line(), "cas failed: current value of \"k\" is \"x\"");
+        assert_eq!(o.exit_code(), 1);
+        let del = KvOp::Delete { key: "k".into() };
+        assert_eq!(outcome(&del, Ok(KvResult::Done)), Outcome::Ok(None));
+        let o = outcome(&del, Ok(KvResult::NotFound));
+        assert_eq!(
+            (o.line().as_str(), o.exit_code()),
+            ("key \"k\" not found", 1)
         );
         let get = KvOp::Get { key: "k".into() };
         let o = outcome(&get, Ok(KvResult::NotFound));

@@ -358,7 +358,7 @@ impl Conn<'_> {
             };
             match self.run_one(KvOp::Cas {
                 key: key.clone(),
-                expected: current,
+                expected: Some(current),
                 new: value.clone(),
             }) {
                 Ok(KvResult::Done) => return Reply::ok(),
@@ -477,15 +477,11 @@ fn plan_command(name: &str, args: &[Vec<u8>], conn: &mut Conn<'_>) -> Result<Pla
                 return Err(wrong_args(name));
             };
             let (key, value) = (text(key)?, text(value)?);
-            let mut xx = false;
+            let (mut xx, mut nx) = (false, false);
             for o in opts {
                 match String::from_utf8_lossy(o).to_ascii_uppercase().as_str() {
-                    "XX" => xx = true,
-                    "NX" => {
-                        return Err(Reply::err(
-                            "SET NX needs a create-if-absent operation this node does not have",
-                        ));
-                    }
+                    "XX" if !nx => xx = true,
+                    "NX" if !xx => nx = true,
                     "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => {
                         return Err(Reply::err("expiry is not supported by this store"));
                     }
@@ -496,11 +492,64 @@ fn plan_command(name: &str, args: &[Vec<u8>], conn: &mut Conn<'_>) -> Result<Pla
             if xx {
                 return Ok(Plan::SetIfExists { key, value });
             }
+            if nx {
+                // One operation: a create that succeeds only if the key is absent.
+                return Ok(Plan::Ops(
+                    vec![KvOp::Cas {
+                        key,
+                        expected: None,
+                        new: value,
+                    }],
+                    Box::new(|r| match &r[0] {
+                        Ok(KvResult::Done) => Reply::ok(),
+                        Ok(KvResult::CasMismatch { .. }) => Reply::Null,
+                        Ok(other) => unexpected(other),
+                        Err(e) => store_error(e),
+                    }),
+                ));
+            }
             Ok(Plan::Ops(
                 vec![KvOp::Put { key, value }],
                 Box::new(|r| match &r[0] {
                     Ok(_) => Reply::ok(),
                     Err(e) => store_error(e),
+                }),
+            ))
+        }
+        "SETNX" => {
+            let [key, value] = args else {
+                return Err(wrong_args(name));
+            };
+            Ok(Plan::Ops(
+                vec![KvOp::Cas {
+                    key: text(key)?,
+                    expected: None,
+                    new: text(value)?,
+                }],
+                Box::new(|r| match &r[0] {
+                    Ok(KvResult::Done) => Reply::Integer(1),
+                    Ok(KvResult::CasMismatch { .. }) => Reply::Integer(0),
+                    Ok(other) => unexpected(other),
+                    Err(e) => store_error(e),
+                }),
+            ))
+        }
+        "DEL" => {
+            if args.is_empty() {
+                return Err(wrong_args(name));
+            }
+            let ops = args
+                .iter()
+                .map(|k| text(k).map(|key| KvOp::Delete { key }))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Plan::Ops(
+                ops,
+                Box::new(|r| {
+                    if let Some(e) = first_error(r) {
+                        return e;
+                    }
+                    let n = r.iter().filter(|x| matches!(x, Ok(KvResult::Done))).count();
+                    Reply::Integer(n as i64)
                 }),
             ))
         }
@@ -575,7 +624,7 @@ fn plan_command(name: &str, args: &[Vec<u8>], conn: &mut Conn<'_>) -> Result<Pla
             };
             let op = KvOp::Cas {
                 key: text(key)?,
-                expected: text(expected)?,
+                expected: Some(text(expected)?),
                 new: text(new)?,
             };
             Ok(Plan::Ops(

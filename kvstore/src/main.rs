@@ -99,7 +99,7 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// An interactive console: get, put, cas, help, quit.
+    /// An interactive console: get, put, cas, del, help, quit.
     Console {
         #[command(flatten)]
         endpoint: Endpoint,
@@ -123,14 +123,30 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
-    /// Replace EXPECTED with NEW under KEY.
+    /// Replace EXPECTED with NEW under KEY; with --absent, store NEW only if KEY
+    /// does not exist (one linearizable create-if-absent).
+    #[command(override_usage = "kvstore cas [OPTIONS] KEY EXPECTED NEW\n       \
+                                kvstore cas [OPTIONS] KEY --absent NEW")]
     Cas {
         /// The key.
         key: String,
-        /// The value KEY must hold.
-        expected: String,
-        /// The value to store.
-        new: String,
+        /// EXPECTED and NEW, the value KEY must hold and the value to store; with
+        /// --absent only NEW.
+        #[arg(value_name = "EXPECTED NEW", num_args = 1..=2, required = true)]
+        values: Vec<String>,
+        /// Expect KEY not to exist instead of holding EXPECTED.
+        #[arg(long)]
+        absent: bool,
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Print OK on success.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Remove KEY; exit code 1 ("not found") if it did not exist.
+    Del {
+        /// The key.
+        key: String,
         #[command(flatten)]
         endpoint: Endpoint,
         /// Print OK on success.
@@ -161,7 +177,7 @@ enum Cmd {
         /// Bytes per written value.
         #[arg(long, default_value_t = 16)]
         value_size: usize,
-        /// Operation mix, e.g. get=1,put=1,cas=1.
+        /// Operation mix, e.g. get=1,put=1,cas=1,del=1 (kinds left out weigh 0).
         #[arg(long, default_value = "get=1,put=1,cas=1")]
         mix: String,
         /// Seed of the key and operation choice.
@@ -292,11 +308,22 @@ fn main() -> ExitCode {
         } => one_shot(&endpoint, KvOp::Put { key, value }, verbose),
         Cmd::Cas {
             key,
-            expected,
-            new,
+            values,
+            absent,
             endpoint,
             verbose,
-        } => one_shot(&endpoint, KvOp::Cas { key, expected, new }, verbose),
+        } => match cas_op(key, values, absent) {
+            Ok(op) => one_shot(&endpoint, op, verbose),
+            Err(e) => {
+                eprintln!("kvstore cas: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Cmd::Del {
+            key,
+            endpoint,
+            verbose,
+        } => one_shot(&endpoint, KvOp::Delete { key }, verbose),
         Cmd::CheckHistory { file, html } => check_history(&file, html.as_deref()),
         Cmd::Report {
             data,
@@ -521,6 +548,27 @@ fn connect(ep: &Endpoint) -> Result<Client, ExitCode> {
             _ => ExitCode::from(EXIT_UNAVAILABLE),
         }
     })
+}
+
+/// The CAS of `kvstore cas KEY EXPECTED NEW` or `kvstore cas KEY --absent NEW`.
+fn cas_op(key: String, values: Vec<String>, absent: bool) -> Result<KvOp, String> {
+    let mut values = values.into_iter();
+    match (values.next(), values.next(), absent) {
+        (Some(expected), Some(new), false) => Ok(KvOp::Cas {
+            key,
+            expected: Some(expected),
+            new,
+        }),
+        (Some(new), None, true) => Ok(KvOp::Cas {
+            key,
+            expected: None,
+            new,
+        }),
+        (Some(_), Some(_), true) => {
+            Err("--absent takes the place of EXPECTED: give KEY --absent NEW".to_string())
+        }
+        _ => Err("give KEY EXPECTED NEW, or KEY --absent NEW".to_string()),
+    }
 }
 
 fn one_shot(ep: &Endpoint, op: KvOp, verbose: bool) -> ExitCode {

@@ -268,7 +268,7 @@ fn two_nodes_from_hocon_files_find_each_other() {
 }
 
 /// Issue 5: PUT, GET and CAS through the command line on three nodes, with the
-/// outputs and exit codes of DESIGN.md.
+/// outputs and exit codes of DESIGN.md; issue 16: DEL and CAS against absent.
 #[test]
 fn three_nodes_put_get_cas_through_the_cli() {
     let c = Cluster::start("cli", 3, 1, 3);
@@ -354,11 +354,67 @@ fn three_nodes_put_get_cas_through_the_cli() {
         r.show()
     );
 
+    // cas --absent creates a missing key, and names the value of an existing one.
+    let r = run(&["cas", "fresh", "--absent", "a", "--endpoint", &ep(0)]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (Some(0), "", ""),
+        "{}",
+        r.show()
+    );
+    let r = run(&["cas", "fresh", "--absent", "b", "--endpoint", &ep(1)]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.trim_end()),
+        (
+            Some(1),
+            "",
+            "cas failed: current value of \"fresh\" is \"a\""
+        ),
+        "{}",
+        r.show()
+    );
+    // del: silent (OK with --verbose) when the key existed, exit 1 when it did not.
+    let r = run(&["del", "fresh", "--verbose", "--endpoint", &ep(2)]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (Some(0), "OK\n", ""),
+        "{}",
+        r.show()
+    );
+    for args in [["get", "fresh"], ["del", "fresh"]] {
+        let r = run(&[args[0], args[1], "--endpoint", &ep(0)]);
+        assert_eq!(
+            (r.code, r.stdout.as_str(), r.stderr.trim_end()),
+            (Some(1), "", "key \"fresh\" not found"),
+            "{}",
+            r.show()
+        );
+    }
+    let r = run(&[
+        "cas",
+        "fresh",
+        "--absent",
+        "c",
+        "--verbose",
+        "--endpoint",
+        &ep(1),
+    ]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (Some(0), "OK\n"),
+        "{}",
+        r.show()
+    );
+
     // Usage errors: exit 2.
     let e0 = ep(0);
     for args in [
         vec!["get", "--endpoint", &e0],
         vec!["put", "k", "--endpoint", &e0],
+        vec!["del", "--endpoint", &e0],
+        vec!["cas", "k", "a", "--endpoint", &e0],
+        vec!["cas", "k", "--absent", "a", "b", "--endpoint", &e0],
+        vec!["cas", "k", "--absent", "--endpoint", &e0],
         vec!["get", "k", "--endpoint", "not an address"],
         vec!["get", "k", "--endpoint", &e0, "--timeout", "soon"],
     ] {

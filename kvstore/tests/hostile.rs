@@ -259,9 +259,11 @@ fn assert_no_crash(nodes: &mut [Node]) {
 fn rate(w: &Workload, n: u64, what: &str, also: impl Fn() -> bool) -> f64 {
     let from = w.answered();
     let t = Instant::now();
-    wait_until(&format!("the workload gets {n} answers {what}"), WAIT, || {
-        w.answered() >= from + n && also()
-    });
+    wait_until(
+        &format!("the workload gets {n} answers {what}"),
+        WAIT,
+        || w.answered() >= from + n && also(),
+    );
     (w.answered() - from) as f64 / t.elapsed().as_secs_f64()
 }
 

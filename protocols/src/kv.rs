@@ -83,14 +83,23 @@ pub enum KvOp {
         /// The new value.
         value: String,
     },
-    /// If `key` currently holds `expected`, replace it with `new`.
+    /// If `key` currently holds `expected`, replace it with `new`; with `expected`
+    /// `None`, store `new` only if `key` does not exist (create-if-absent, what a
+    /// Redis `SET NX` needs in one step).
     Cas {
         /// The key.
         key: String,
-        /// The value the key must hold for the swap to happen.
-        expected: String,
+        /// The value the key must hold for the swap to happen, or `None` for "the
+        /// key must not exist".
+        expected: Option<String>,
         /// The value to store.
         new: String,
+    },
+    /// Remove `key`. The result says whether it existed: [`KvResult::Done`] if it
+    /// did, [`KvResult::NotFound`] if not (the count a Redis `DEL` answers).
+    Delete {
+        /// The key.
+        key: String,
     },
 }
 
@@ -101,16 +110,21 @@ impl KvOp {
     /// upper bound of its wire encoding.
     pub fn size_hint(&self) -> usize {
         128 + match self {
-            KvOp::Get { key } => key.len(),
+            KvOp::Get { key } | KvOp::Delete { key } => key.len(),
             KvOp::Put { key, value } => key.len() + value.len(),
-            KvOp::Cas { key, expected, new } => key.len() + expected.len() + new.len(),
+            KvOp::Cas { key, expected, new } => {
+                key.len() + expected.as_ref().map_or(0, String::len) + new.len()
+            }
         }
     }
 
     /// The key the operation touches.
     pub fn key(&self) -> &str {
         match self {
-            KvOp::Get { key } | KvOp::Put { key, .. } | KvOp::Cas { key, .. } => key,
+            KvOp::Get { key }
+            | KvOp::Put { key, .. }
+            | KvOp::Cas { key, .. }
+            | KvOp::Delete { key } => key,
         }
     }
 }
@@ -120,11 +134,13 @@ impl KvOp {
 pub enum KvResult {
     /// GET found the key: its value.
     Value(String),
-    /// PUT stored its value, or CAS swapped.
+    /// PUT stored its value, CAS swapped (or created the key), or DELETE removed a
+    /// key that existed.
     Done,
-    /// GET or CAS on a key that does not exist.
+    /// GET, CAS (with an expected value) or DELETE on a key that does not exist.
     NotFound,
-    /// CAS whose expected value is not the current one.
+    /// CAS whose expected value is not the current one; for a create-if-absent
+    /// CAS, the key exists and holds `current`.
     CasMismatch {
         /// The value the key holds.
         current: String,
@@ -374,7 +390,11 @@ impl KvState {
                 self.data_bytes += value.len() as u64;
                 KvResult::Done
             }
-            KvOp::Cas { key, expected, new } => match self.data.get_mut(key) {
+            KvOp::Cas {
+                key,
+                expected: Some(expected),
+                new,
+            } => match self.data.get_mut(key) {
                 None => KvResult::NotFound,
                 Some(current) if current != expected => KvResult::CasMismatch {
                     current: current.clone(),
@@ -384,6 +404,29 @@ impl KvState {
                     current.clone_from(new);
                     KvResult::Done
                 }
+            },
+            KvOp::Cas {
+                key,
+                expected: None,
+                new,
+            } => match self.data.get(key) {
+                Some(current) => KvResult::CasMismatch {
+                    current: current.clone(),
+                },
+                None => {
+                    self.data_bytes += ENTRY_OVERHEAD + (key.len() + new.len()) as u64;
+                    self.data.insert(key.clone(), new.clone());
+                    KvResult::Done
+                }
+            },
+            // A deleted key leaves nothing behind (no tombstone): the snapshot holds
+            // only the keys that exist, and its size shrinks by the whole entry.
+            KvOp::Delete { key } => match self.data.remove(key) {
+                Some(old) => {
+                    self.data_bytes -= ENTRY_OVERHEAD + (key.len() + old.len()) as u64;
+                    KvResult::Done
+                }
+                None => KvResult::NotFound,
             },
         }
     }

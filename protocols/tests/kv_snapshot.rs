@@ -23,7 +23,12 @@ fn arb_state() -> impl Strategy<Value = (KvState, u64, usize)> {
     let op = prop_oneof![
         text.prop_map(|key| KvOp::Get { key }),
         (text, text).prop_map(|(key, value)| KvOp::Put { key, value }),
-        (text, text, text).prop_map(|(key, expected, new)| KvOp::Cas { key, expected, new }),
+        (text, prop::option::of(text), text).prop_map(|(key, expected, new)| KvOp::Cas {
+            key,
+            expected,
+            new
+        }),
+        text.prop_map(|key| KvOp::Delete { key }),
     ];
     (
         prop::collection::vec((1u64..6, 1u64..4, 0u64..1000, op), 0..60),
@@ -57,6 +62,55 @@ fn restored_replica_still_recognises_retries() {
     assert_eq!(restored, kv);
     assert_eq!(restored.apply(&put), Applied::Duplicate(KvResult::Done));
     assert_eq!(restored.get("k"), Some("a"));
+}
+
+#[test]
+fn a_snapshot_after_deletes_holds_only_the_keys_that_exist() {
+    let mut kv = KvState::new(60_000, 100);
+    let ops = [
+        KvOp::Put {
+            key: "a".into(),
+            value: "1".into(),
+        },
+        KvOp::Put {
+            key: "b".into(),
+            value: "22".into(),
+        },
+        KvOp::Delete { key: "a".into() },
+        KvOp::Cas {
+            key: "c".into(),
+            expected: None,
+            new: "333".into(),
+        },
+        KvOp::Delete { key: "c".into() },
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        kv.apply(&cmd(1, i as u64 + 1, 0, op));
+    }
+    let remove_b = cmd(2, 1, 0, KvOp::Delete { key: "b".into() });
+    assert_eq!(kv.apply(&remove_b), Applied::Executed(KvResult::Done));
+    let put_b = cmd(
+        1,
+        9,
+        0,
+        KvOp::Put {
+            key: "b".into(),
+            value: "4444".into(),
+        },
+    );
+    kv.apply(&put_b);
+    let mut restored =
+        KvState::decode_snapshot(&kv.encode_snapshot(), 60_000, 100).expect("valid snapshot");
+    assert_eq!(restored, kv);
+    assert_eq!(restored.iter().collect::<Vec<_>>(), [("b", "4444")]);
+    assert_eq!(restored.data_bytes(), kv.data_bytes());
+    // The remembered result of the DELETE survives: its retry still does not
+    // delete the key written after it.
+    assert_eq!(
+        restored.apply(&remove_b),
+        Applied::Duplicate(KvResult::Done)
+    );
+    assert_eq!(restored.get("b"), Some("4444"));
 }
 
 #[test]

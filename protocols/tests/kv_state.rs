@@ -36,9 +36,21 @@ fn put(key: &str, value: &str) -> KvOp {
 fn cas(key: &str, expected: &str, new: &str) -> KvOp {
     KvOp::Cas {
         key: key.into(),
-        expected: expected.into(),
+        expected: Some(expected.into()),
         new: new.into(),
     }
+}
+
+fn create(key: &str, new: &str) -> KvOp {
+    KvOp::Cas {
+        key: key.into(),
+        expected: None,
+        new: new.into(),
+    }
+}
+
+fn del(key: &str) -> KvOp {
+    KvOp::Delete { key: key.into() }
 }
 
 fn executed(r: KvResult) -> Applied {
@@ -80,6 +92,92 @@ fn get_put_cas_follow_the_client_protocol() {
     assert_eq!(kv.get("k"), Some("b"));
     assert_eq!(kv.len(), 1);
     assert!(!kv.is_empty());
+}
+
+#[test]
+fn delete_says_whether_the_key_existed() {
+    let mut kv = KvState::new(60_000, 100);
+    assert_eq!(
+        kv.apply(&cmd(1, 1, 0, del("k"))),
+        executed(KvResult::NotFound),
+        "DELETE of a missing key is NotFound"
+    );
+    kv.apply(&cmd(1, 2, 0, put("k", "a")));
+    kv.apply(&cmd(1, 3, 0, put("other", "b")));
+    assert_eq!(kv.apply(&cmd(1, 4, 0, del("k"))), executed(KvResult::Done));
+    assert_eq!(kv.get("k"), None);
+    assert_eq!(
+        kv.apply(&cmd(1, 5, 0, get("k"))),
+        executed(KvResult::NotFound)
+    );
+    assert_eq!(
+        kv.apply(&cmd(1, 6, 0, cas("k", "a", "b"))),
+        executed(KvResult::NotFound),
+        "a deleted key is missing for CAS too"
+    );
+    assert_eq!(
+        kv.apply(&cmd(1, 7, 0, del("k"))),
+        executed(KvResult::NotFound)
+    );
+    assert_eq!(kv.len(), 1);
+    assert_eq!(kv.get("other"), Some("b"));
+}
+
+#[test]
+fn cas_against_absent_creates_only_a_missing_key() {
+    let mut kv = KvState::new(60_000, 100);
+    assert_eq!(
+        kv.apply(&cmd(1, 1, 0, create("k", "a"))),
+        executed(KvResult::Done)
+    );
+    assert_eq!(kv.get("k"), Some("a"));
+    assert_eq!(
+        kv.apply(&cmd(1, 2, 0, create("k", "b"))),
+        executed(KvResult::CasMismatch {
+            current: "a".into()
+        }),
+        "an existing key is a mismatch that names its value"
+    );
+    assert_eq!(kv.get("k"), Some("a"));
+    kv.apply(&cmd(1, 3, 0, del("k")));
+    assert_eq!(
+        kv.apply(&cmd(1, 4, 0, create("k", "c"))),
+        executed(KvResult::Done)
+    );
+    assert_eq!(kv.get("k"), Some("c"));
+    // The empty string is a value like any other, not absence.
+    kv.apply(&cmd(1, 5, 0, put("e", "")));
+    assert_eq!(
+        kv.apply(&cmd(1, 6, 0, create("e", "x"))),
+        executed(KvResult::CasMismatch { current: "".into() })
+    );
+}
+
+#[test]
+fn a_retried_delete_returns_its_first_outcome() {
+    let mut kv = KvState::new(60_000, 100);
+    kv.apply(&cmd(1, 1, 0, put("k", "a")));
+    let remove = cmd(1, 2, 0, del("k"));
+    assert_eq!(kv.apply(&remove), executed(KvResult::Done));
+    // Executed again it would say the key did not exist, and after client 2
+    // recreates the key it would delete client 2's acknowledged write.
+    assert_eq!(kv.apply(&remove), Applied::Duplicate(KvResult::Done));
+    assert_eq!(
+        kv.apply(&cmd(2, 1, 0, create("k", "b"))),
+        executed(KvResult::Done)
+    );
+    assert_eq!(kv.apply(&remove), Applied::Duplicate(KvResult::Done));
+    assert_eq!(kv.get("k"), Some("b"));
+}
+
+#[test]
+fn a_retried_create_returns_its_first_outcome() {
+    let mut kv = KvState::new(60_000, 100);
+    let make = cmd(1, 1, 0, create("k", "a"));
+    assert_eq!(kv.apply(&make), executed(KvResult::Done));
+    // Executed again it would report a mismatch against its own write.
+    assert_eq!(kv.apply(&make), Applied::Duplicate(KvResult::Done));
+    assert_eq!(kv.get("k"), Some("a"));
 }
 
 #[test]
@@ -197,7 +295,9 @@ fn arb_command() -> impl Strategy<Value = (ClientId, i64, u64, KvOp)> {
     let op = prop_oneof![
         key.clone().prop_map(get),
         (key.clone(), value.clone()).prop_map(|(k, v)| put(k, v)),
-        (key, value.clone(), value).prop_map(|(k, e, n)| cas(k, e, n)),
+        (key.clone(), value.clone(), value.clone()).prop_map(|(k, e, n)| cas(k, e, n)),
+        (key.clone(), value).prop_map(|(k, n)| create(k, n)),
+        key.prop_map(del),
     ];
     (1u64..5, -1i64..3, 0u64..50, op)
 }
@@ -232,14 +332,29 @@ proptest! {
                     model.insert(key.clone(), value.clone());
                     KvResult::Done
                 }
-                KvOp::Cas { key, expected, new } => match model.get_mut(key) {
+                KvOp::Cas { key, expected: Some(expected), new } => match model.get_mut(key) {
                     None => KvResult::NotFound,
                     Some(cur) if cur != expected => KvResult::CasMismatch { current: cur.clone() },
                     Some(cur) => { *cur = new.clone(); KvResult::Done }
                 },
+                KvOp::Cas { key, expected: None, new } => match model.get(key) {
+                    Some(cur) => KvResult::CasMismatch { current: cur.clone() },
+                    None => { model.insert(key.clone(), new.clone()); KvResult::Done }
+                },
+                KvOp::Delete { key } => match model.remove(key) {
+                    Some(_) => KvResult::Done,
+                    None => KvResult::NotFound,
+                },
             };
+            // The running size equals a recount after every operation, deletes
+            // included, not only at the end.
             let c = cmd(client, seq as u64 + 1, 0, op);
             prop_assert_eq!(kv.apply(&c), Applied::Executed(expected));
+            let recount: u64 = model
+                .iter()
+                .map(|(k, v)| ENTRY_OVERHEAD + (k.len() + v.len()) as u64)
+                .sum();
+            prop_assert_eq!(kv.data_bytes(), recount);
         }
         let got: Vec<_> = kv.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         let want: Vec<_> = model.into_iter().collect();

@@ -491,13 +491,20 @@ mod tests {
         assert_eq!(err, None);
         assert_eq!(
             cmds,
-            vec![args(&["GET", "k"]), args(&["SET", "a", "b c\n", "d"]), args(&["PING"])]
+            vec![
+                args(&["GET", "k"]),
+                args(&["SET", "a", "b c\n", "d"]),
+                args(&["PING"])
+            ]
         );
     }
 
     #[test]
     fn binary_safe_bulks() {
-        let (cmds, err) = parse_all(b"*2\r\n$3\r\nSET\r\n$4\r\n\r\n\0\xff\r\n", Limits::default());
+        let (cmds, err) = parse_all(
+            b"*2\r\n$3\r\nSET\r\n$4\r\n\r\n\0\xff\r\n",
+            Limits::default(),
+        );
         assert_eq!(err, None);
         assert_eq!(cmds, vec![vec![b"SET".to_vec(), b"\r\n\0\xff".to_vec()]]);
     }
@@ -536,7 +543,10 @@ mod tests {
             (b"*1\r\n$-1\r\n", ParseError::BulkLength),
             (b"*1\r\n*1\r\n", ParseError::ExpectedBulk('*')),
             (b"*1\r\n$1\r\nab\r\n", ParseError::BulkTerminator),
-            (b"GET aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", ParseError::LineTooLong),
+            (
+                b"GET aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                ParseError::LineTooLong,
+            ),
             (b"GET \"abc\r\n", ParseError::UnbalancedQuotes),
             (b"GET \"abc\"d\r\n", ParseError::UnbalancedQuotes),
             (

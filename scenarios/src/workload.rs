@@ -79,6 +79,10 @@ impl OpRecord {
                     ok,
                 }
             }
+            (KvOp::Delete { key }, None | Some(KvResult::Done | KvResult::NotFound)) => Op::Del {
+                key: key.clone(),
+                existed: matches!(known, Some(KvResult::Done)),
+            },
             _ => return None,
         };
         Some(HistoryOp {
@@ -203,15 +207,17 @@ fn lock(r: &SharedRecorder) -> MutexGuard<'_, Recorder> {
     r.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Relative weights of GET, PUT and CAS in a random workload.
+/// Relative weights of GET, PUT, CAS and DELETE in a random workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mix {
     /// Weight of GET.
     pub get: u32,
     /// Weight of PUT.
     pub put: u32,
-    /// Weight of CAS.
+    /// Weight of CAS (against a value, or against absent: see [`ClosedLoop`]).
     pub cas: u32,
+    /// Weight of DELETE.
+    pub del: u32,
 }
 
 impl Default for Mix {
@@ -220,6 +226,7 @@ impl Default for Mix {
             get: 1,
             put: 1,
             cas: 1,
+            del: 1,
         }
     }
 }
@@ -228,8 +235,11 @@ impl Default for Mix {
 /// previous one is answered (after `think`).
 ///
 /// Like `kvstore bench`: keys are drawn uniformly; a PUT writes a value unique to
-/// the session and operation; a CAS expects the last value the session read or wrote
-/// for the key (a never-written value if none), so its outcome means something.
+/// the session and operation; a CAS expects what the session last saw of the key:
+/// the value it read or wrote, or absence (a create-if-absent) once it learnt that
+/// the key does not exist (a GET, CAS or DELETE that found nothing, or its own
+/// DELETE), and a never-written value for a key it has not touched; so its outcome
+/// means something.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClosedLoop {
     /// Operations to issue.
@@ -285,8 +295,9 @@ pub struct ClientDriver {
     outstanding: BTreeMap<u64, usize>,
     issued: usize,
     rng: SplitMix64,
-    /// The last value this session read or wrote per key (closed loop).
-    known: BTreeMap<String, String>,
+    /// What this session last saw of each key it touched (closed loop): the value
+    /// it read or wrote, or `None` once it learnt the key does not exist.
+    known: BTreeMap<String, Option<String>>,
 }
 
 impl ClientDriver {
@@ -329,24 +340,25 @@ impl ClientDriver {
             return None;
         }
         let key = c.keys[self.rng.below(c.keys.len() as u64) as usize].clone();
-        let total = u64::from(c.mix.get + c.mix.put + c.mix.cas).max(1);
+        let total = u64::from(c.mix.get + c.mix.put + c.mix.cas + c.mix.del).max(1);
         let pick = self.rng.below(total);
         let unique = format!("s{}-{}", self.session, self.issued + 1);
         let op = if pick < u64::from(c.mix.get) {
             KvOp::Get { key }
         } else if pick < u64::from(c.mix.get + c.mix.put) {
             KvOp::Put { key, value: unique }
-        } else {
-            let expected = self
-                .known
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| format!("never-{}", self.session));
+        } else if pick < u64::from(c.mix.get + c.mix.put + c.mix.cas) {
+            let expected = match self.known.get(&key) {
+                Some(seen) => seen.clone(),
+                None => Some(format!("never-{}", self.session)),
+            };
             KvOp::Cas {
                 key,
                 expected,
                 new: unique,
             }
+        } else {
+            KvOp::Delete { key }
         };
         Some(op)
     }
@@ -354,19 +366,20 @@ impl ClientDriver {
     fn learn(&mut self, op: &KvOp, result: &Result<KvResult, KvError>) {
         match (op, result) {
             (KvOp::Get { key }, Ok(KvResult::Value(v))) => {
-                self.known.insert(key.clone(), v.clone());
+                self.known.insert(key.clone(), Some(v.clone()));
             }
-            (KvOp::Get { key } | KvOp::Cas { key, .. }, Ok(KvResult::NotFound)) => {
-                self.known.remove(key);
+            (KvOp::Get { key } | KvOp::Cas { key, .. }, Ok(KvResult::NotFound))
+            | (KvOp::Delete { key }, Ok(KvResult::Done | KvResult::NotFound)) => {
+                self.known.insert(key.clone(), None);
             }
             (KvOp::Put { key, value }, Ok(KvResult::Done)) => {
-                self.known.insert(key.clone(), value.clone());
+                self.known.insert(key.clone(), Some(value.clone()));
             }
             (KvOp::Cas { key, new, .. }, Ok(KvResult::Done)) => {
-                self.known.insert(key.clone(), new.clone());
+                self.known.insert(key.clone(), Some(new.clone()));
             }
             (KvOp::Cas { key, .. }, Ok(KvResult::CasMismatch { current })) => {
-                self.known.insert(key.clone(), current.clone());
+                self.known.insert(key.clone(), Some(current.clone()));
             }
             _ => {}
         }

@@ -22,6 +22,20 @@ fn a_replica_answering_get_from_local_state_is_caught() {
 }
 
 #[test]
+fn a_replica_answering_delete_from_local_state_is_caught() {
+    // The key is never removed, so a later read or create-if-absent contradicts the
+    // DELETE's answer.
+    set_planted_bug(Some(PlantedBug::LocalDelete));
+    let caught = (0..BOUND).find(|seed| {
+        let o = random::run(*seed, false);
+        !o.check().is_linearizable()
+    });
+    set_planted_bug(None);
+    let seed = caught.unwrap_or_else(|| panic!("no violation in {BOUND} seeds"));
+    println!("local-delete bug caught at seed {seed}");
+}
+
+#[test]
 fn a_leader_that_does_not_adopt_the_longest_accepted_suffix_is_caught() {
     set_leader_ignores_promised_suffix(true);
     let caught = (0..BOUND).find(|seed| {

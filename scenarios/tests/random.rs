@@ -5,9 +5,11 @@
 //! in debug builds); the first seed from `KV_SIM_FIRST_SEED` (default 0). CI runs
 //! `KV_SIM_SEEDS=200 cargo test --release -p scenarios --test random`.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kv_ports::{KvOp, KvResult};
 use scenarios::scenarios::random;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -64,6 +66,28 @@ fn random_fault_schedules_stay_linearizable_and_live() {
         failures.len(),
         report.join("\n")
     );
+}
+
+#[test]
+fn random_workloads_delete_and_create_with_every_outcome() {
+    // Deletes that found the key and deletes that did not; creates-if-absent that
+    // made the key and creates that found it there: the sweeps check all four.
+    let mut seen = BTreeSet::new();
+    for seed in 0..4 {
+        for r in &random::run(seed, false).ops {
+            let kind = match (&r.op, &r.result) {
+                (KvOp::Delete { .. }, Some(Ok(KvResult::Done))) => "delete of a key",
+                (KvOp::Delete { .. }, Some(Ok(KvResult::NotFound))) => "delete of nothing",
+                (KvOp::Cas { expected: None, .. }, Some(Ok(KvResult::Done))) => "create",
+                (KvOp::Cas { expected: None, .. }, Some(Ok(KvResult::CasMismatch { .. }))) => {
+                    "create of an existing key"
+                }
+                _ => continue,
+            };
+            seen.insert(kind);
+        }
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
 }
 
 /// Seeds that once failed, replayed on every run (each with what it found).

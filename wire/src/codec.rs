@@ -188,9 +188,11 @@ const LEN: usize = 4;
 fn op_len(op: &KvOp) -> usize {
     LEN * 2
         + match op {
-            KvOp::Get { key } => LEN + key.len(),
+            KvOp::Get { key } | KvOp::Delete { key } => LEN + key.len(),
             KvOp::Put { key, value } => 2 * LEN + key.len() + value.len(),
-            KvOp::Cas { key, expected, new } => 3 * LEN + key.len() + expected.len() + new.len(),
+            KvOp::Cas { key, expected, new } => {
+                3 * LEN + key.len() + expected.as_ref().map_or(0, String::len) + new.len()
+            }
         }
 }
 

@@ -97,18 +97,31 @@ fn req_ballot(b: Option<pb::Ballot>, message: &'static str, field: &'static str)
 // Key-value operations, results, commands
 
 pub(crate) fn kv_op_to_pb(op: &KvOp) -> pb::KvOp {
-    use pb::kv_op::{Cas, Get, Op, Put};
+    use pb::kv_op::{Cas, CasAbsent, Delete, Get, Op, Put};
     let op = match op {
         KvOp::Get { key } => Op::Get(Get { key: key.clone() }),
         KvOp::Put { key, value } => Op::Put(Put {
             key: key.clone(),
             value: value.clone(),
         }),
-        KvOp::Cas { key, expected, new } => Op::Cas(Cas {
+        KvOp::Cas {
+            key,
+            expected: Some(expected),
+            new,
+        } => Op::Cas(Cas {
             key: key.clone(),
             expected: expected.clone(),
             new: new.clone(),
         }),
+        KvOp::Cas {
+            key,
+            expected: None,
+            new,
+        } => Op::CasAbsent(CasAbsent {
+            key: key.clone(),
+            new: new.clone(),
+        }),
+        KvOp::Delete { key } => Op::Delete(Delete { key: key.clone() }),
     };
     pb::KvOp { op: Some(op) }
 }
@@ -123,9 +136,15 @@ pub(crate) fn kv_op_from_pb(op: pb::KvOp) -> Result<KvOp> {
         },
         Op::Cas(c) => KvOp::Cas {
             key: c.key,
-            expected: c.expected,
+            expected: Some(c.expected),
             new: c.new,
         },
+        Op::CasAbsent(c) => KvOp::Cas {
+            key: c.key,
+            expected: None,
+            new: c.new,
+        },
+        Op::Delete(d) => KvOp::Delete { key: d.key },
     })
 }
 

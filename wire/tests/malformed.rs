@@ -378,3 +378,56 @@ proptest! {
         let _ = kv_wire::decode_slice(id, &bytes);
     }
 }
+
+/// `KvOp` as a reader knew it before create-if-absent CAS and DELETE existed
+/// (variants 1 to 3), to check what such a reader makes of the new variants.
+#[derive(Clone, PartialEq, Message)]
+struct KvOpBeforeDelete {
+    #[prost(oneof = "kv_op_before_delete::Op", tags = "1, 2, 3")]
+    op: Option<kv_op_before_delete::Op>,
+}
+
+mod kv_op_before_delete {
+    use kv_wire::pb::kv_op::{Cas, Get, Put};
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Op {
+        #[prost(message, tag = "1")]
+        Get(Get),
+        #[prost(message, tag = "2")]
+        Put(Put),
+        #[prost(message, tag = "3")]
+        Cas(Cas),
+    }
+}
+
+#[test]
+fn an_older_reader_sees_no_operation_in_create_if_absent_or_delete() {
+    // Its own variant, not a flag on `Cas`: an older reader must not run a
+    // create-if-absent as a CAS expecting "" (or a DELETE as anything at all); it
+    // finds the `oneof` unset and refuses the request as `UnknownVariant`.
+    use pb::kv_op::{CasAbsent, Delete, Op};
+    for op in [
+        Op::CasAbsent(CasAbsent {
+            key: "k".into(),
+            new: "v".into(),
+        }),
+        Op::Delete(Delete { key: "k".into() }),
+    ] {
+        let bytes = pb::KvOp {
+            op: Some(op.clone()),
+        }
+        .encode_to_vec();
+        let old = KvOpBeforeDelete::decode(bytes.as_slice()).expect("valid protobuf");
+        assert_eq!(old.op, None, "{op:?}");
+    }
+    // And the variants this version knows keep their numbers.
+    let cas = Op::Cas(pb::kv_op::Cas {
+        key: "k".into(),
+        expected: "a".into(),
+        new: "b".into(),
+    });
+    let bytes = pb::KvOp { op: Some(cas) }.encode_to_vec();
+    let old = KvOpBeforeDelete::decode(bytes.as_slice()).expect("valid protobuf");
+    assert!(matches!(old.op, Some(kv_op_before_delete::Op::Cas(_))));
+}

@@ -238,8 +238,9 @@ fn op() -> impl Strategy<Value = KvOp> {
     prop_oneof![
         any::<String>().prop_map(|key| KvOp::Get { key }),
         (any::<String>(), any::<String>()).prop_map(|(key, value)| KvOp::Put { key, value }),
-        (any::<String>(), any::<String>(), any::<String>())
+        (any::<String>(), any::<Option<String>>(), any::<String>())
             .prop_map(|(key, expected, new)| KvOp::Cas { key, expected, new }),
+        any::<String>().prop_map(|key| KvOp::Delete { key }),
     ]
 }
 
@@ -480,4 +481,27 @@ fn malformed_admin_messages_are_refused_specifically() {
             .to_string();
         assert!(err.contains(expect), "{expect:?} not in {err:?}");
     }
+}
+
+#[test]
+fn create_if_absent_and_a_cas_expecting_the_empty_string_stay_distinct() {
+    let req = |expected: Option<String>| {
+        NetMessage::Client(ClientMessage::Request(ClientRequest {
+            client: 1,
+            seq: 1,
+            op: KvOp::Cas {
+                key: "k".into(),
+                expected,
+                new: "v".into(),
+            },
+        }))
+    };
+    let absent = req(None);
+    let empty = req(Some(String::new()));
+    let (id_a, bytes_a) = kv_wire::encode_to_vec(&absent);
+    let (id_e, bytes_e) = kv_wire::encode_to_vec(&empty);
+    assert_ne!(bytes_a, bytes_e);
+    assert_eq!(dbg(&roundtrip(&absent)), dbg(&absent));
+    assert_eq!(dbg(&roundtrip(&empty)), dbg(&empty));
+    assert_eq!((id_a, id_e), (ids::REQUEST, ids::REQUEST));
 }

@@ -322,6 +322,49 @@ fn an_unanswered_attempt_goes_to_the_next_node_with_the_same_sequence_number() {
 }
 
 #[test]
+fn deletes_and_creates_are_routed_by_their_key_and_retried_with_the_same_sequence_number() {
+    let mut core = connected(2);
+    let k1 = key_in(&core, 1);
+    core.submit(ME, 1, put(&k1, "v"));
+    out(&mut core);
+    core.handle(node(3), response(ME, 1, "ok"));
+    out(&mut core);
+    let delete = KvOp::Delete { key: k1.clone() };
+    let create = KvOp::Cas {
+        key: k1,
+        expected: None,
+        new: "w".to_string(),
+    };
+    core.submit(ME, 2, delete.clone());
+    core.submit(ME, 3, create.clone());
+    // To the partition's leader hint, like any operation on that key.
+    let first = ClientRequest {
+        client: ME,
+        seq: 2,
+        op: delete.clone(),
+    };
+    assert_eq!(only_request(&out(&mut core)), (node(3), first));
+    // A lost answer: the retry carries the same (client, seq), so the state
+    // machine answers it from the session instead of deleting again.
+    let (to, r) = only_request(&ticks(&mut core, 100));
+    assert_eq!((to, r.seq, r.op), (node(1), 2, delete));
+    let done = |seq, result| ClientMessage::Response {
+        client: ME,
+        seq,
+        result,
+    };
+    core.handle(node(1), done(2, KvResult::Done));
+    let o = out(&mut core);
+    assert_eq!(o.done, vec![(ME, 2, Ok(KvResult::Done))]);
+    assert_eq!(only_request(&o).1.op, create);
+    let current = KvResult::CasMismatch {
+        current: "x".to_string(),
+    };
+    core.handle(node(1), done(3, current.clone()));
+    assert_eq!(out(&mut core).done, vec![(ME, 3, Ok(current))]);
+}
+
+#[test]
 fn the_node_that_answers_becomes_the_partitions_leader_hint() {
     let mut core = connected(2);
     let (k0, k1) = (key_in(&core, 0), key_in(&core, 1));

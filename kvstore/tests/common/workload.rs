@@ -85,6 +85,10 @@ fn record(
             to: new.clone(),
             ok: matches!(r, Ok(KvResult::Done)),
         },
+        (KvOp::Delete { key }, _) => Op::Del {
+            key: key.clone(),
+            existed: matches!(r, Ok(KvResult::Done)),
+        },
     };
     log.history.push(HistoryOp {
         client,
@@ -126,10 +130,12 @@ fn session_loop(
                 value: value.clone(),
             },
             _ => KvOp::Cas {
-                expected: known
-                    .get(&shared)
-                    .cloned()
-                    .unwrap_or_else(|| format!("never-{client}")),
+                expected: Some(
+                    known
+                        .get(&shared)
+                        .cloned()
+                        .unwrap_or_else(|| format!("never-{client}")),
+                ),
                 key: shared,
                 new: value.clone(),
             },

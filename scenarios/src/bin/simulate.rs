@@ -42,7 +42,8 @@ struct Args {
     /// Worker threads (each run is single-threaded; runs go in parallel).
     #[arg(long)]
     threads: Option<usize>,
-    /// Plant a bug in every replica, to see the checks catch it: `local-read`.
+    /// Plant a bug in every replica, to see the checks catch it: `local-read` or
+    /// `local-delete`.
     #[arg(long)]
     plant: Option<String>,
 }
@@ -94,7 +95,8 @@ fn real_main() -> anyhow::Result<i32> {
     let plant = match args.plant.as_deref() {
         None => None,
         Some("local-read") => Some(PlantedBug::LocalRead),
-        Some(other) => bail!("--plant {other:?}: the only planted bug is local-read"),
+        Some("local-delete") => Some(PlantedBug::LocalDelete),
+        Some(other) => bail!("--plant {other:?}: the planted bugs are local-read and local-delete"),
     };
     if let Some(dir) = &args.history {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

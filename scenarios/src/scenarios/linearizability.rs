@@ -34,7 +34,7 @@ fn get(k: &str) -> KvOp {
 fn cas(k: &str, from: &str, to: &str) -> KvOp {
     KvOp::Cas {
         key: k.into(),
-        expected: from.into(),
+        expected: Some(from.into()),
         new: to.into(),
     }
 }

@@ -45,7 +45,7 @@ fn phase_a() -> Vec<KvOp> {
     (0..=N)
         .map(|i| KvOp::Cas {
             key: format!("nonexisting{i}"),
-            expected: format!("notImportant{i}"),
+            expected: Some(format!("notImportant{i}")),
             new: format!("new{i}"),
         })
         .collect()
@@ -55,7 +55,7 @@ fn phase_b() -> Vec<KvOp> {
     (0..=N)
         .map(|i| KvOp::Cas {
             key: format!("test{i}"),
-            expected: format!("incorrectOldValue{i}"),
+            expected: Some(format!("incorrectOldValue{i}")),
             new: format!("new{i}"),
         })
         .collect()
@@ -74,7 +74,7 @@ fn phase_c_cas() -> Vec<KvOp> {
     (0..=N)
         .map(|i| KvOp::Cas {
             key: format!("put{i}"),
-            expected: format!("value{i}"),
+            expected: Some(format!("value{i}")),
             new: format!("new{i}"),
         })
         .collect()

@@ -5,7 +5,9 @@
 //! and 3.5 s and join the running cluster, a delay model (zero, uniform 3–7 ms or
 //! uniform 1–20 ms), and:
 //! - at 3 s, 3–6 clients with 1–3 closed-loop sessions each on a small key space
-//!   (so operations collide);
+//!   (so operations collide), issuing GET, PUT, CAS (against the value last seen,
+//!   or against absent once the session saw the key missing) and, in about two
+//!   thirds of the sessions, DELETE;
 //! - between 4 s and 12 s, 1–5 faults: crashes (at most a minority of every
 //!   replication group; half of them are restarts, where a new process starts at
 //!   once at the crashed node's address and joins as an empty member, its former
@@ -26,7 +28,9 @@
 //! process's former replicas at once.
 //!
 //! Whether a crash is a restart is drawn from a stream of its own, so a schedule
-//! without restarts is exactly the one this seed gave before restarts existed.
+//! without restarts is exactly the one this seed gave before restarts existed; the
+//! weight of DELETE in a session's mix is drawn from another, so the cluster, the
+//! clients and the faults of a seed do not depend on it.
 
 use std::time::Duration;
 
@@ -106,7 +110,9 @@ pub fn scenario(seed: u64) -> Scenario {
         sc = sc.start_node(secs(2) + ms(joins.below(1500)), i);
     }
 
-    // Closed-loop clients.
+    // Closed-loop clients. The weight of DELETE comes from a stream of its own
+    // (0 for about a third of the sessions, which still delete nothing).
+    let mut deletes = SplitMix64::new(mix64(seed ^ 0x0064_656c_6574_6573));
     let clients = rng.range_inclusive(3, 6) as usize;
     for c in 1..=clients {
         let sessions = (0..rng.range_inclusive(1, 3))
@@ -118,6 +124,7 @@ pub fn scenario(seed: u64) -> Scenario {
                         get: rng.range_inclusive(1, 3) as u32,
                         put: rng.range_inclusive(1, 3) as u32,
                         cas: rng.range_inclusive(1, 3) as u32,
+                        del: deletes.range_inclusive(0, 2) as u32,
                     },
                     seed: rng.next_u64(),
                     think: ms(rng.range_inclusive(0, 300)),

@@ -47,9 +47,21 @@ pub fn ops() -> Vec<KvOp> {
         },
         KvOp::Cas {
             key: "k".into(),
-            expected: String::new(),
+            expected: Some(String::new()),
             new: "🦀".into(),
         },
+        KvOp::Cas {
+            key: "k".into(),
+            expected: None,
+            new: "🦀".into(),
+        },
+        KvOp::Cas {
+            key: String::new(),
+            expected: None,
+            new: String::new(),
+        },
+        KvOp::Delete { key: "k".into() },
+        KvOp::Delete { key: String::new() },
     ]
 }
 
