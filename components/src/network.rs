@@ -255,6 +255,7 @@ impl TcpNetwork {
                 ("other cluster", false)
             }
             ConnectionError::Handshake(h) if h.is_auth_failure() => ("authentication", false),
+            ConnectionError::Tls(TlsError::RefusedByPeer(_)) => ("refused by peer", false),
             ConnectionError::Tls(t) if t.is_auth_failure() => ("certificate", false),
             ConnectionError::Tls(_) => ("tls", false),
             ConnectionError::Handshake(_) => ("handshake", false),
@@ -268,6 +269,7 @@ impl TcpNetwork {
             ("other cluster", true) => "the node dialed belongs to another cluster",
             ("authentication", _) => "refused a connection that failed the cluster-secret check",
             ("certificate", false) => "refused a TLS connection that failed the certificate check",
+            ("refused by peer", _) => "the peer refused our TLS certificate",
             ("certificate", true) => "a node dialed failed the certificate check",
             ("tls", _) => "closed a connection that did not speak TLS as configured",
             (_, _) => "connection closed",

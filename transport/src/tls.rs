@@ -181,8 +181,8 @@ fn alert_text(a: AlertDescription) -> String {
         AlertDescription::UnknownCA => {
             "unknown CA: our certificate is not signed by its cluster CA".into()
         }
-        AlertDescription::BadCertificate => {
-            "bad certificate: it does not accept our certificate".into()
+        AlertDescription::BadCertificate | AlertDescription::DecryptError => {
+            format!("{a:?}: it does not accept our certificate; is it signed by its cluster CA?")
         }
         AlertDescription::CertificateRequired => "it requires a certificate".into(),
         AlertDescription::CertificateExpired => "our certificate has expired".into(),
