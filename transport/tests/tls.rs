@@ -3,11 +3,13 @@
 //! their reasons on both sides. Nothing sleeps: every wait is a channel receive
 //! with a deadline.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+use kv_transport::handshake::{Handshake, HandshakeConfig, Identity, Role};
 use kv_transport::{
     ConnectionError, Event, TlsConfig, TlsError, Transport, TransportConfig, TransportHandle,
 };
@@ -92,6 +94,18 @@ impl Node {
     fn wait_frame_from(&self, from: SocketAddr) -> Vec<u8> {
         self.wait_for("a frame", |e| match e {
             Event::Frame { peer, data } if *peer == from => Some(data.clone()),
+            _ => None,
+        })
+    }
+
+    /// The first connection error on a connection this side dialed (`true`) or
+    /// accepted; others (a refused peer's redials) are skipped.
+    fn wait_error_on(&self, what: &str, dialed: bool) -> ConnectionError {
+        self.wait_for(what, |e| match e {
+            Event::ConnectionError {
+                dialed: d, error, ..
+            } if *d == dialed => Some(error.clone()),
+            Event::Frame { .. } => panic!("a frame got through: {e:?}"),
             _ => None,
         })
     }
@@ -204,11 +218,15 @@ fn a_node_with_a_certificate_from_another_ca_is_refused_on_both_sides() {
     let (dialed, e) = n.wait_error("the node's certificate refused");
     assert!(dialed);
     assert_eq!(e, ConnectionError::Tls(TlsError::UnknownCa));
-    let (_, e) = a.wait_error("the node told");
-    assert!(
-        matches!(e, ConnectionError::Tls(TlsError::RefusedByPeer(_))),
-        "{e}"
-    );
+    // (The first stranger's redials may be refused in between.)
+    a.wait_for("the node told", |e| match e {
+        Event::ConnectionError {
+            error: ConnectionError::Tls(TlsError::RefusedByPeer(_)),
+            ..
+        } => Some(()),
+        Event::Frame { .. } => panic!("a frame got through: {e:?}"),
+        _ => None,
+    });
 
     let s = a.handle.stats();
     assert_eq!(s.frames_in, 0);
@@ -228,10 +246,9 @@ fn plaintext_and_tls_peers_refuse_each_other_with_a_reason() {
     assert_eq!(e, ConnectionError::Tls(TlsError::PeerSpeaksTls), "{e}");
 
     a.handle.send(p.addr(), b"tls".to_vec()).unwrap();
-    let (dialed, e) = a.wait_error("the TLS dialer refused");
-    assert!(dialed);
+    let e = a.wait_error_on("the TLS dialer refused", true);
     assert_eq!(e, ConnectionError::Tls(TlsError::NotTls), "{e}");
-    let (_, e) = p.wait_error("the plaintext acceptor");
+    let e = p.wait_error_on("the plaintext acceptor", false);
     assert_eq!(e, ConnectionError::Tls(TlsError::PeerSpeaksTls), "{e}");
     assert_eq!(
         (a.handle.stats().frames_in, p.handle.stats().frames_in),
@@ -353,4 +370,58 @@ fn a_node_whose_certificate_does_not_name_its_address_does_not_start() {
             .contains("does not name this node's address 127.0.0.1"),
         "{err}"
     );
+}
+
+/// A hand-driven TLS session without a client certificate whose hello claims a node
+/// identity (no client flag), as a transport never sends: the acceptor refuses it
+/// after the TLS handshake, and nothing it sent reaches the handler.
+#[test]
+fn a_node_identity_without_a_certificate_is_refused() {
+    let ca = Ca::new("cluster CA");
+    let a = start(config(Some(ca.node(&[&ca]))));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der()).unwrap();
+    #[allow(deprecated)] // the ring provider, as the transport uses
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::IpAddress(LOCALHOST.into());
+    let session = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+    let socket = TcpStream::connect(a.addr()).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(session, socket);
+
+    let claimed = SocketAddr::from(([127, 0, 0, 1], 1));
+    let hs_config = HandshakeConfig {
+        cluster: CLUSTER.to_string(),
+        identity: Identity {
+            addr: claimed,
+            incarnation: 1,
+        },
+        secret: None,
+        client: false,
+    };
+    let mut hs = Handshake::new(&hs_config, Role::Dialer, Some(a.addr()), [3; 32]).unwrap();
+    let mut out = Vec::new();
+    hs.take_output(&mut out);
+    tls.write_all(&out).unwrap();
+    // Then a data frame, which must not arrive.
+    tls.write_all(&[0, 0, 0, 2, 0, 42]).unwrap();
+    tls.flush().unwrap();
+    let (dialed, e) = a.wait_error("the certificate-less node refused");
+    assert!(!dialed);
+    assert_eq!(e, ConnectionError::Tls(TlsError::NoCertificate(claimed)));
+    assert_eq!(
+        e.to_string(),
+        "tls: peer claims node identity 127.0.0.1:1 but presented no certificate"
+    );
+    // The acceptor closed the connection.
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    let s = a.handle.stats();
+    assert_eq!(s.frames_in, 0);
+    assert!(s.auth_failures >= 1 && s.tls_failures >= 1, "{s:?}");
 }
