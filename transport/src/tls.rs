@@ -386,16 +386,16 @@ impl TlsConfig {
         let Some(end_entity) = chain.first().cloned() else {
             return Err(setup_err(TlsItem::Certificate, "no certificate"));
         };
-        let certified =
-            rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)
-                .map_err(|e| match e {
-                    rustls::Error::InconsistentKeys(_) => setup_err(
-                        TlsItem::PrivateKey,
-                        "the private key does not match the certificate",
-                    ),
-                    e => setup_err(TlsItem::PrivateKey, format!("unusable private key: {e}")),
-                })?;
-        drop(certified);
+        // Loads the key and compares its public half with the certificate's.
+        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(
+            |e| match e {
+                rustls::Error::InconsistentKeys(_) => setup_err(
+                    TlsItem::PrivateKey,
+                    "the private key does not match the certificate",
+                ),
+                e => setup_err(TlsItem::PrivateKey, format!("unusable private key: {e}")),
+            },
+        )?;
         check_signed_by_ca(&roots, &provider, &chain, is_client)?;
         let client = client_builder
             .with_client_auth_cert(chain.clone(), key.clone_key())
