@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -64,6 +64,9 @@ const KNOWN_KEYS: &[&str] = &[
     "metrics-address",
     "seeds",
     "membership.replace-after",
+    "tls.certificate",
+    "tls.private-key",
+    "tls.ca",
 ];
 
 /// The most seed addresses a node file may list.
@@ -274,6 +277,41 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// TLS between nodes and with clients (`kvstore.tls`): the PEM files as resolved
+/// (relative to the configuration file), and the settings read from them, checked
+/// at load (readable, the key matches the certificate, the CA signed it).
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// This node's certificate (chain), PEM.
+    pub certificate: PathBuf,
+    /// Its private key, PEM.
+    pub private_key: PathBuf,
+    /// The cluster CA's certificate(s), PEM: every peer's certificate must chain to it.
+    pub ca: PathBuf,
+    /// What the transport uses.
+    pub config: kv_components::network::TlsConfig,
+}
+
+impl PartialEq for TlsSettings {
+    /// The same files: what was read from them at load is the same too.
+    fn eq(&self, other: &Self) -> bool {
+        (&self.certificate, &self.private_key, &self.ca)
+            == (&other.certificate, &other.private_key, &other.ca)
+    }
+}
+
+impl Eq for TlsSettings {}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("certificate", &self.certificate)
+            .field("private_key", &self.private_key)
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
 /// Client session settings (`kvstore.sessions`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -326,6 +364,8 @@ pub struct NodeConfig {
     pub seeds: Vec<SocketAddr>,
     /// Membership settings.
     pub membership: MembershipSettings,
+    /// TLS for every connection; plaintext when `None`.
+    pub tls: Option<TlsSettings>,
 }
 
 impl NodeConfig {
@@ -358,6 +398,7 @@ impl NodeConfig {
             .as_ref()
             .map(|Secret(s)| s.as_bytes().to_vec());
         t.max_frame_bytes = self.limits.max_frame_bytes;
+        t.tls = self.tls.as_ref().map(|s| s.config.clone());
         // The transport queues at least one largest frame per peer and in its
         // channel; keep its defaults unless the frame limit is above them.
         t.max_queued_bytes_per_peer = t.max_queued_bytes_per_peer.max(2 * t.max_frame_bytes + 4);
@@ -582,6 +623,18 @@ impl NodeConfig {
                 "must not be empty (leave it out to run without a secret)".into(),
             ));
         }
+        if let Some(tls) = &self.tls
+            && !self.address.ip().is_unspecified()
+        {
+            // Peers dial `address` and check that the certificate names it.
+            tls.config.check_names(self.address.ip()).map_err(|e| {
+                invalid(
+                    "tls.certificate",
+                    format!("\"{}\"", tls.certificate.display()),
+                    e.reason,
+                )
+            })?;
+        }
 
         // Time.
         positive("keep-alive-period", self.keep_alive_period)?;
@@ -741,7 +794,7 @@ fn load(origin: &str, text: &str, dir: Option<&Path>) -> Result<NodeConfig, Conf
         // lacks the required address.
         _ => &empty,
     };
-    let r = Reader { origin, root };
+    let r = Reader { origin, root, dir };
     let config = r.read()?;
 
     // 4. Rules.
@@ -1053,6 +1106,9 @@ fn parse_quantity(s: &str, units: &[(&[&str], u128)], allow_fraction: bool) -> Q
 struct Reader<'a> {
     origin: &'a str,
     root: &'a Value,
+    /// The directory relative paths are resolved against: the file's; the working
+    /// directory for text without a file.
+    dir: Option<&'a Path>,
 }
 
 impl Reader<'_> {
@@ -1303,7 +1359,64 @@ impl Reader<'_> {
             },
             metrics_address: self.optional_address("metrics-address")?,
             seeds: self.address_list("seeds", MAX_SEEDS)?,
+            tls: self.tls()?,
         })
+    }
+
+    /// `kvstore.tls`: all three files or none. The files are read and checked here,
+    /// so that a node with a bad certificate fails at start, naming the key and the
+    /// file, rather than at its first connection.
+    fn tls(&self) -> Result<Option<TlsSettings>, ConfigError> {
+        const KEYS: [&str; 3] = ["tls.certificate", "tls.private-key", "tls.ca"];
+        let set: Vec<Option<String>> = KEYS
+            .iter()
+            .map(|k| self.optional_string(k))
+            .collect::<Result<_, _>>()?;
+        if set.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut paths = Vec::with_capacity(3);
+        for (key, value) in KEYS.iter().zip(&set) {
+            let Some(text) = value else {
+                return Err(ConfigError::Missing {
+                    origin: self.origin.into(),
+                    key: full_key(key),
+                    hint: "tls needs certificate, private-key and ca: PEM files, \
+                           relative to this file"
+                        .into(),
+                });
+            };
+            if text.is_empty() {
+                return Err(self.invalid(key, &Value::String(text.clone()), "empty path"));
+            }
+            let path = Path::new(text);
+            paths.push(match self.dir {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path.to_path_buf(),
+            });
+        }
+        let config = kv_components::network::TlsConfig::node_files(&paths[0], &paths[1], &paths[2])
+            .map_err(|e| {
+                let key = format!("tls.{}", e.item.setting());
+                let written = KEYS
+                    .iter()
+                    .position(|k| *k == key)
+                    .and_then(|i| set[i].clone())
+                    .unwrap_or_default();
+                self.invalid(&key, &Value::String(written), e.reason)
+            })?;
+        let mut paths = paths.into_iter();
+        let (Some(certificate), Some(private_key), Some(ca)) =
+            (paths.next(), paths.next(), paths.next())
+        else {
+            unreachable!("three paths were pushed");
+        };
+        Ok(Some(TlsSettings {
+            certificate,
+            private_key,
+            ca,
+            config,
+        }))
     }
 }
 
@@ -1334,12 +1447,19 @@ mod tests {
         let r = Reader {
             origin: "reference.conf",
             root: doc.get(NAMESPACE).expect("the reference has the namespace"),
+            dir: None,
         };
         for key in KNOWN_KEYS {
             let present = r.get(key).is_some();
             let optional = matches!(
                 *key,
-                "address" | "metrics-address" | "cluster-secret" | "paxos.max-message-bytes"
+                "address"
+                    | "metrics-address"
+                    | "cluster-secret"
+                    | "paxos.max-message-bytes"
+                    | "tls.certificate"
+                    | "tls.private-key"
+                    | "tls.ca"
             );
             assert_eq!(present, !optional, "{key}");
         }

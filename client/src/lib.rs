@@ -87,6 +87,9 @@ pub struct ClientOptions {
     /// The cluster's shared secret, when its nodes have `cluster-secret` set
     /// (see [`SECRET_ENV`]); without it they refuse the connection.
     pub secret: Option<Vec<u8>>,
+    /// TLS, when the nodes have `tls` set: the nodes' certificates are verified
+    /// against its CA ([`kv_components::network::TlsConfig::client`]).
+    pub tls: Option<kv_components::network::TlsConfig>,
 }
 
 /// The environment variable command-line clients read the cluster secret from.
@@ -102,6 +105,7 @@ impl ClientOptions {
             deadline: Duration::from_secs(2),
             bind: None,
             secret: None,
+            tls: None,
         }
     }
 }
@@ -179,12 +183,9 @@ impl ClientSystem {
     pub fn start(opts: ClientOptions) -> Result<ClientSystem, Error> {
         let bind = opts.bind.unwrap_or_else(|| local_ip_towards(opts.endpoint));
         let logger = quiet_logger();
-        let rt = Runtime::start(
-            transport_config(bind, &opts.cluster, opts.secret.clone()),
-            2,
-            Some(logger),
-        )
-        .map_err(Error::Setup)?;
+        let mut transport = transport_config(bind, &opts.cluster, opts.secret.clone());
+        transport.tls = opts.tls.clone();
+        let rt = Runtime::start(transport, 2, Some(logger)).map_err(Error::Setup)?;
         Ok(ClientSystem { rt, opts })
     }
 

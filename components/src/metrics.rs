@@ -521,7 +521,7 @@ impl Gauges {
         }
 
         if let Some(t) = &self.transport {
-            let counters: [(&str, &str, u64); 9] = [
+            let counters: [(&str, &str, u64); 10] = [
                 (
                     "kvstore_transport_bad_frames_total",
                     "Connections closed for a malformed or oversized frame after the handshake.",
@@ -529,13 +529,18 @@ impl Gauges {
                 ),
                 (
                     "kvstore_transport_handshake_failures_total",
-                    "Handshakes that failed (bad hello, other cluster, wrong secret, timeout).",
+                    "Handshakes that failed (bad hello, other cluster, wrong secret, TLS, timeout).",
                     t.handshake_failures,
                 ),
                 (
                     "kvstore_transport_auth_failures_total",
-                    "Handshakes refused for a wrong or missing cluster secret.",
+                    "Connections refused for a wrong or missing cluster secret or certificate.",
                     t.auth_failures,
+                ),
+                (
+                    "kvstore_transport_tls_failures_total",
+                    "Connections closed by TLS (certificate refused by either side, peer without TLS).",
+                    t.tls_failures,
                 ),
                 (
                     "kvstore_transport_connections_accepted_total",
@@ -811,6 +816,7 @@ mod tests {
             transport: Some(crate::network::TransportStats {
                 bad_frames: 3,
                 handshake_failures: 5,
+                tls_failures: 4,
                 open_connections: 2,
                 ..Default::default()
             }),
@@ -905,6 +911,7 @@ mod tests {
             "kvstore_link_unacked{peer=\"127.0.0.1:4001\"} 7",
             "kvstore_transport_bad_frames_total 3",
             "kvstore_transport_handshake_failures_total 5",
+            "kvstore_transport_tls_failures_total 4",
             "kvstore_transport_open_connections 2",
             "kvstore_operations_total{op=\"put\",outcome=\"moved\"} 0",
             "kvstore_node_info{node=\"127.0.0.1:4000\",cluster=\"c\\\"x\"} 1",

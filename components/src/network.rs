@@ -25,8 +25,9 @@ use std::net::SocketAddr;
 use kompact::prelude::*;
 use kv_ports::{ClientMessage, NetIndication, NetMessage, NetRequest, Network, NodeId, Refusal};
 use kv_transport::handshake::HandshakeError;
-use kv_transport::{ConnectionError, TransportHandle};
-pub use kv_transport::{Event, SendError, Stats as TransportStats, TransportConfig};
+pub use kv_transport::tls::TlsItem;
+use kv_transport::{ConnectionError, TlsError, TransportHandle};
+pub use kv_transport::{Event, SendError, Stats as TransportStats, TlsConfig, TransportConfig};
 use kv_wire::{SerId, WireError};
 
 /// Bytes in front of every frame's protobuf body: the serialisation id, big-endian.
@@ -254,6 +255,9 @@ impl TcpNetwork {
                 ("other cluster", false)
             }
             ConnectionError::Handshake(h) if h.is_auth_failure() => ("authentication", false),
+            ConnectionError::Tls(TlsError::RefusedByPeer(_)) => ("refused by peer", false),
+            ConnectionError::Tls(t) if t.is_auth_failure() => ("certificate", false),
+            ConnectionError::Tls(_) => ("tls", false),
             ConnectionError::Handshake(_) => ("handshake", false),
             ConnectionError::Frame(_) | ConnectionError::UnknownKind(_) => ("bad frame", false),
         };
@@ -264,6 +268,10 @@ impl TcpNetwork {
             ("other cluster", false) => "refused a connection from a peer of another cluster",
             ("other cluster", true) => "the node dialed belongs to another cluster",
             ("authentication", _) => "refused a connection that failed the cluster-secret check",
+            ("certificate", false) => "refused a TLS connection that failed the certificate check",
+            ("refused by peer", _) => "the peer refused our TLS certificate",
+            ("certificate", true) => "a node dialed failed the certificate check",
+            ("tls", _) => "closed a connection that did not speak TLS as configured",
             (_, _) => "connection closed",
         };
         if first {
@@ -288,6 +296,22 @@ impl TcpNetwork {
                     format!("this node does not share our cluster secret ({h})"),
                 )),
                 _ => None,
+            },
+            // The node's certificate is not from our CA, it refused ours, or one
+            // side has no TLS: every retry ends the same way.
+            (ConnectionError::Tls(t), true, Some(peer)) => match t {
+                TlsError::Protocol(_) | TlsError::CannotAccept => None,
+                TlsError::NotTls => Some((
+                    peer,
+                    format!("this node does not speak TLS, and we do ({t})"),
+                )),
+                TlsError::PeerSpeaksTls => Some((
+                    peer,
+                    format!(
+                        "this node requires TLS (a client gives the cluster CA with --tls-ca): {t}"
+                    ),
+                )),
+                t => Some((peer, format!("TLS certificate check failed: {t}"))),
             },
             _ => None,
         };

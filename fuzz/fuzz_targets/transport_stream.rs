@@ -27,6 +27,7 @@ fn config(port: u16, secret: bool) -> HandshakeConfig {
             incarnation: u64::from(port),
         },
         secret: secret.then(|| b"fuzz secret".to_vec()),
+        client: false,
     }
 }
 

@@ -55,6 +55,46 @@ struct Endpoint {
     /// secret is read from the environment variable KVSTORE_CLUSTER_SECRET, if set.
     #[arg(long, value_name = "FILE")]
     cluster_secret_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// The TLS flags of every command that talks to a cluster.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct TlsArgs {
+    /// The cluster CA's certificate (PEM). With it the client speaks TLS and
+    /// accepts only nodes whose certificate the CA signed and names the address
+    /// dialed; needed when the nodes have `tls` set.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) signed by the cluster CA, presented to the nodes
+    /// (optional: nodes accept clients without one). Needs --tls-key and --tls-ca.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client's TLS settings; `None` without --tls-ca. An error names the flag
+    /// and the file.
+    fn config(&self) -> Result<Option<kv_components::network::TlsConfig>, String> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        kv_components::network::TlsConfig::client_files(ca, identity)
+            .map(Some)
+            .map_err(|e| {
+                let flag = match e.item {
+                    kv_components::network::TlsItem::Ca => "--tls-ca",
+                    kv_components::network::TlsItem::Certificate => "--tls-cert",
+                    kv_components::network::TlsItem::PrivateKey => "--tls-key",
+                };
+                format!("{flag}: {}", e.reason)
+            })
+    }
 }
 
 /// The cluster secret a client presents: the first line of `file` when given, else
@@ -511,6 +551,7 @@ fn demo(nodes: usize, partitions: u32, replication: usize, level: slog::Level) -
         cluster: "kompact-kv".to_string(),
         timeout: Duration::from_secs(2),
         cluster_secret_file: None,
+        tls: TlsArgs::default(),
     };
     let code = match connect(&ep) {
         Ok(c) => console_loop(&c),
@@ -530,6 +571,10 @@ fn client_options(ep: &Endpoint) -> Result<ClientOptions, ExitCode> {
     let mut opts = ClientOptions::new(endpoint);
     opts.cluster = ep.cluster.clone();
     opts.secret = cluster_secret(ep.cluster_secret_file.as_deref()).map_err(|e| {
+        eprintln!("kvstore: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    opts.tls = ep.tls.config().map_err(|e| {
         eprintln!("kvstore: {e}");
         ExitCode::from(EXIT_USAGE)
     })?;

@@ -49,6 +49,8 @@ pub struct Args {
     /// environment variable KVSTORE_CLUSTER_SECRET, if set.
     #[arg(long, value_name = "FILE")]
     cluster_secret_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: crate::TlsArgs,
 }
 
 // ---------------------------------------------------------------------------------
@@ -536,8 +538,15 @@ pub fn run(args: &Args, view: View) -> ExitCode {
             return ExitCode::from(crate::EXIT_USAGE);
         }
     };
-    let transport =
+    let mut transport =
         kv_client::transport_config(kv_client::local_ip_towards(endpoint), &args.cluster, secret);
+    transport.tls = match args.tls.config() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kvstore: {e}");
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
     let rt = match Runtime::start(transport, 2, Some(quiet_logger())) {
         Ok(rt) => rt,
         Err(e) => {

@@ -236,3 +236,122 @@ fn bad_log_level_is_a_usage_error() {
     assert_eq!(r.code, Some(2), "{}", r.show());
     assert!(r.stderr.contains("--log-level"), "{}", r.show());
 }
+
+/// A node file in `scratch` with a `tls` block over the given file names (relative
+/// to the node file), with a CA and a certificate for 127.0.0.1 written as
+/// `ca.pem`, `node.pem` and `node.key`.
+fn tls_case(scratch: &common::Scratch, block: &str) -> std::path::PathBuf {
+    let ca = common::pki::Ca::new("test CA");
+    let (cert, key) = ca.issue([127, 0, 0, 1].into());
+    scratch.write("ca.pem", &ca.pem());
+    scratch.write("node.pem", &cert);
+    scratch.write("node.key", &key);
+    scratch.write("tls.conf", &node(&format!("  tls {{\n{block}  }}\n")))
+}
+
+fn tls_block(cert: &str, key: &str, ca: &str) -> String {
+    format!("    certificate = \"{cert}\"\n    private-key = \"{key}\"\n    ca = \"{ca}\"\n")
+}
+
+#[test]
+fn tls_with_a_missing_file_names_the_key_and_the_file() {
+    let scratch = Scratch::new("config-tls-missing");
+    let path = tls_case(&scratch, &tls_block("missing.pem", "node.key", "ca.pem"));
+    let missing = scratch.path.join("missing.pem").display().to_string();
+    check(
+        &path,
+        &[
+            "kvstore.tls.certificate = \"missing.pem\"",
+            &format!("cannot read {missing}"),
+            "No such file",
+        ],
+    );
+}
+
+#[test]
+fn tls_with_a_file_that_is_not_pem_names_the_key_and_the_file() {
+    let scratch = Scratch::new("config-tls-garbage");
+    scratch.write("garbage.pem", "this is not a certificate\n");
+    let path = tls_case(&scratch, &tls_block("node.pem", "node.key", "garbage.pem"));
+    check(
+        &path,
+        &["kvstore.tls.ca", "garbage.pem", "no PEM certificate"],
+    );
+    let path = tls_case(&scratch, &tls_block("node.pem", "garbage.pem", "ca.pem"));
+    check(
+        &path,
+        &[
+            "kvstore.tls.private-key",
+            "garbage.pem",
+            "no PEM private key",
+        ],
+    );
+}
+
+#[test]
+fn tls_with_a_key_that_does_not_match_the_certificate_is_rejected() {
+    let scratch = Scratch::new("config-tls-key");
+    let other = common::pki::Ca::new("test CA")
+        .issue([127, 0, 0, 1].into())
+        .1;
+    scratch.write("other.key", &other);
+    let path = tls_case(&scratch, &tls_block("node.pem", "other.key", "ca.pem"));
+    check(
+        &path,
+        &[
+            "kvstore.tls.private-key = \"other.key\"",
+            "the private key does not match the certificate",
+        ],
+    );
+}
+
+#[test]
+fn tls_with_a_certificate_from_another_ca_is_rejected() {
+    let scratch = Scratch::new("config-tls-ca");
+    let foreign = common::pki::Ca::new("test CA");
+    let (cert, key) = foreign.issue([127, 0, 0, 1].into());
+    scratch.write("foreign.pem", &cert);
+    scratch.write("foreign.key", &key);
+    let path = tls_case(&scratch, &tls_block("foreign.pem", "foreign.key", "ca.pem"));
+    check(
+        &path,
+        &[
+            "kvstore.tls.certificate = \"foreign.pem\"",
+            "the certificate is not signed by the CA in tls.ca",
+        ],
+    );
+}
+
+#[test]
+fn tls_with_a_certificate_for_another_address_is_rejected() {
+    let scratch = Scratch::new("config-tls-name");
+    let ca = common::pki::Ca::new("test CA");
+    let (cert, key) = ca.issue([10, 1, 2, 3].into());
+    scratch.write("ca.pem", &ca.pem());
+    scratch.write("other.pem", &cert);
+    scratch.write("other.key", &key);
+    let path = scratch.write(
+        "tls.conf",
+        &node(&format!(
+            "  tls {{\n{}  }}\n",
+            tls_block("other.pem", "other.key", "ca.pem")
+        )),
+    );
+    check(
+        &path,
+        &[
+            "kvstore.tls.certificate",
+            "other.pem",
+            "does not name this node's address 127.0.0.1",
+        ],
+    );
+}
+
+#[test]
+fn tls_needs_all_three_files() {
+    rejected(
+        "tls-partial.conf",
+        &node("  tls.certificate = \"node.pem\"\n"),
+        &["missing required key kvstore.tls.private-key"],
+    );
+}

@@ -98,6 +98,7 @@ fn handshake(s: &mut TcpStream, to: SocketAddr, cluster: &str, secret: &[u8], id
             incarnation: 1,
         },
         secret: Some(secret.to_vec()),
+        client: false,
     };
     let Ok(mut hs) = Handshake::new(&cfg, Role::Dialer, Some(to), [7; 32]) else {
         return false;

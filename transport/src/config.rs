@@ -6,6 +6,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::handshake::{MAX_CLUSTER_NAME, MAX_IDENTITY};
+use crate::tls::TlsConfig;
 
 /// Settings of one [`crate::Transport`]. Build with [`TransportConfig::new`] and
 /// change the fields that differ from the defaults.
@@ -20,6 +21,8 @@ pub struct TransportConfig {
     pub cluster: String,
     /// The shared cluster secret. When set, every peer must prove it knows it.
     pub secret: Option<Vec<u8>>,
+    /// TLS for every connection; plaintext when `None`. See [`crate::tls`].
+    pub tls: Option<TlsConfig>,
     /// This process's incarnation; a random one when `None`.
     pub incarnation: Option<u64>,
     /// Largest frame payload accepted or sent (`limits.max-frame-bytes`).
@@ -60,6 +63,7 @@ impl std::fmt::Debug for TransportConfig {
             .field("advertise", &self.advertise)
             .field("cluster", &self.cluster)
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("tls", &self.tls)
             .field("incarnation", &self.incarnation)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("max_queued_bytes_per_peer", &self.max_queued_bytes_per_peer)
@@ -85,6 +89,7 @@ impl TransportConfig {
             advertise: None,
             cluster: cluster.into(),
             secret: None,
+            tls: None,
             incarnation: None,
             max_frame_bytes: 1 << 20,
             max_queued_bytes_per_peer: 32 << 20,

@@ -23,6 +23,7 @@ use crate::frame::{FrameDecoder, FrameEncoder, FrameError, HEADER_LEN};
 use crate::handshake::{
     Handshake, HandshakeConfig, HandshakeError, Identity, NONCE_LEN, PeerInfo, Progress, Role,
 };
+use crate::tls::{self, TlsError};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -43,6 +44,11 @@ const SENDS_PER_TURN: usize = 4096;
 /// What a send costs against `max_unprocessed_send_bytes` beyond its data, so that
 /// even empty frames cannot queue without bound.
 const SEND_OVERHEAD: usize = 64;
+/// The first byte of a TLS record carrying a handshake message or an alert. A
+/// plaintext handshake starts with a length's high byte, which is 0 (handshake
+/// frames are short), so these mean a TLS peer.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+const TLS_ALERT_RECORD: u8 = 0x15;
 
 /// What the transport reports to its handler, on the network thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +96,9 @@ pub enum ConnectionError {
     /// The handshake failed (bad hello, other cluster, wrong secret, ...).
     #[error("handshake: {0}")]
     Handshake(#[from] HandshakeError),
+    /// TLS refused the peer (certificate, identity) or broke.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
     /// The byte stream after the handshake broke the frame rules.
     #[error("bad frame: {0}")]
     Frame(#[from] FrameError),
@@ -172,6 +181,7 @@ struct Counters {
     write_calls: AtomicU64,
     bad_frames: AtomicU64,
     auth_failures: AtomicU64,
+    tls_failures: AtomicU64,
     handshake_failures: AtomicU64,
     connections_accepted: AtomicU64,
     connections_refused: AtomicU64,
@@ -196,8 +206,12 @@ pub struct Stats {
     pub write_calls: u64,
     /// Connections closed for a bad frame after the handshake.
     pub bad_frames: u64,
-    /// Handshakes refused for a wrong or missing cluster secret.
+    /// Connections refused for a wrong or missing cluster secret, or for a
+    /// certificate (or its absence) that does not authenticate the peer.
     pub auth_failures: u64,
+    /// Connections closed by TLS: a certificate refused (by either side), a peer
+    /// that does not speak TLS, a broken session.
+    pub tls_failures: u64,
     /// Handshakes that failed for any reason (auth failures included).
     pub handshake_failures: u64,
     /// Incoming connections accepted.
@@ -230,6 +244,7 @@ impl Counters {
             write_calls: g(&self.write_calls),
             bad_frames: g(&self.bad_frames),
             auth_failures: g(&self.auth_failures),
+            tls_failures: g(&self.tls_failures),
             handshake_failures: g(&self.handshake_failures),
             connections_accepted: g(&self.connections_accepted),
             connections_refused: g(&self.connections_refused),
@@ -421,10 +436,19 @@ impl Transport {
             None => random_u64()?,
         };
         let identity = Identity { addr, incarnation };
+        if let Some(tls) = &config.tls
+            && !tls.is_client()
+        {
+            tls.check_names(addr.ip()).map_err(|e| ConfigError {
+                setting: "tls",
+                reason: e.to_string(),
+            })?;
+        }
         let hs_config = HandshakeConfig {
             cluster: config.cluster.clone(),
             identity,
             secret: config.secret.clone(),
+            client: config.tls.as_ref().is_some_and(|t| t.is_client()),
         };
         hs_config.validate().map_err(|e| ConfigError {
             setting: "cluster",
@@ -449,6 +473,7 @@ impl Transport {
             listener,
             encoder: FrameEncoder::new(config.max_frame_bytes),
             read_buf: vec![0; config.read_buffer_bytes],
+            plain_buf: Vec::new(),
             next_housekeeping: Instant::now() + config.housekeeping_interval,
             config,
             hs_config,
@@ -492,6 +517,12 @@ enum Phase {
 
 struct Conn {
     stream: TcpStream,
+    /// The TLS session when TLS is configured: every byte read goes through it, and
+    /// `out` (plaintext) goes into it before the socket.
+    tls: Option<Box<rustls::Connection>>,
+    /// Nothing has been read yet (a plaintext side recognises a TLS peer by its
+    /// first byte).
+    first_read: bool,
     remote: SocketAddr,
     /// The peer address this side dialed; `None` for an accepted connection.
     dialed: Option<SocketAddr>,
@@ -509,6 +540,12 @@ struct Conn {
 impl Conn {
     fn unsent(&self) -> usize {
         self.out.len() - self.out_pos
+    }
+
+    /// Whether there is anything to write: plaintext not yet handed to TLS, or
+    /// ciphertext the session holds.
+    fn has_output(&self) -> bool {
+        self.unsent() > 0 || self.tls.as_ref().is_some_and(|s| s.wants_write())
     }
 
     fn peer(&self) -> Option<SocketAddr> {
@@ -550,6 +587,8 @@ struct EventLoop<H> {
     encoder: FrameEncoder,
     /// The one read buffer, reused for every read.
     read_buf: Vec<u8>,
+    /// The buffer TLS plaintext is read into, reused likewise.
+    plain_buf: Vec<u8>,
     conns: BTreeMap<Token, Conn>,
     peers: BTreeMap<SocketAddr, Peer>,
     next_token: usize,
@@ -730,6 +769,11 @@ impl<H: FnMut(Event)> EventLoop<H> {
             Role::Acceptor
         };
         let mut hs = Handshake::new(&self.hs_config, role, dialed, Self::nonce()?)?;
+        let tls = match (&self.config.tls, dialed) {
+            (None, _) => None,
+            (Some(c), Some(addr)) => Some(Box::new(c.dial(addr)?)),
+            (Some(c), None) => Some(Box::new(c.accept()?)),
+        };
         let t = self.new_token();
         self.poll
             .registry()
@@ -743,6 +787,8 @@ impl<H: FnMut(Event)> EventLoop<H> {
             t,
             Conn {
                 stream,
+                tls,
+                first_read: true,
                 remote,
                 dialed,
                 connecting: dialed.is_some(),
@@ -853,7 +899,7 @@ impl<H: FnMut(Event)> EventLoop<H> {
                 Err(e) => return self.close(t, Some(e.into())),
             }
         }
-        if writable && c.unsent() > 0 {
+        if writable && c.has_output() {
             self.flush(t);
         }
         if readable {
@@ -881,12 +927,23 @@ impl<H: FnMut(Event)> EventLoop<H> {
                 Ok(n) => {
                     reads += 1;
                     c.last_rx = Instant::now();
+                    let first = std::mem::replace(&mut c.first_read, false);
+                    let result = if c.tls.is_some() {
+                        self.on_ciphertext(t, &buf[..n])
+                    } else if first
+                        && matches!(buf[0], TLS_HANDSHAKE_RECORD | TLS_ALERT_RECORD)
+                        && matches!(c.phase, Phase::Handshake(_))
+                    {
+                        Err(TlsError::PeerSpeaksTls.into())
+                    } else {
+                        self.on_bytes(t, &buf[..n])
+                    };
                     Counters::add(&self.shared.counters.bytes_in, n as u64);
-                    if let Err(e) = self.on_bytes(t, &buf[..n]) {
-                        if let ConnectionError::Handshake(_) = e {
+                    if let Err(e) = result {
+                        if let ConnectionError::Handshake(_) | ConnectionError::Tls(_) = e {
                             // Send what the handshake still had to say (our hello or
-                            // proof), so the peer learns why from its own checks
-                            // rather than from a bare close.
+                            // proof, or the TLS alert that says why), so the peer
+                            // learns why rather than from a bare close.
                             let _ = self.write_out(t);
                         }
                         self.close(t, Some(e));
@@ -915,6 +972,59 @@ impl<H: FnMut(Event)> EventLoop<H> {
         self.close(t, error);
     }
 
+    /// Feeds one read's ciphertext to `t`'s TLS session and the plaintext it
+    /// yields to [`Self::on_bytes`]; an error closes the connection. Nothing reaches
+    /// the handshake before the TLS handshake (peer certificate included) passed.
+    fn on_ciphertext(&mut self, t: Token, bytes: &[u8]) -> Result<(), ConnectionError> {
+        let mut plain = std::mem::take(&mut self.plain_buf);
+        if plain.len() < self.config.read_buffer_bytes {
+            plain.resize(self.config.read_buffer_bytes, 0);
+        }
+        let result = self.decrypt(t, bytes, &mut plain);
+        self.plain_buf = plain;
+        result
+    }
+
+    fn decrypt(&mut self, t: Token, bytes: &[u8], plain: &mut [u8]) -> Result<(), ConnectionError> {
+        let mut input = bytes;
+        while !input.is_empty() {
+            let Some(c) = self.conns.get_mut(&t) else {
+                return Ok(());
+            };
+            let Some(session) = c.tls.as_mut() else {
+                return Ok(());
+            };
+            match session.read_tls(&mut input) {
+                Ok(0) => return Err(TlsError::Protocol("the session took no bytes".into()).into()),
+                Ok(_) => {}
+                Err(e) => return Err(TlsError::Protocol(e.to_string()).into()),
+            }
+            let handshaking = session.is_handshaking();
+            if let Err(e) = session.process_new_packets() {
+                return Err(TlsError::from_rustls(&e, c.dialed, handshaking).into());
+            }
+            if c.has_output() {
+                self.dirty.push(t);
+            }
+            loop {
+                let Some(session) = self.conns.get_mut(&t).and_then(|c| c.tls.as_mut()) else {
+                    return Ok(());
+                };
+                match session.reader().read(plain) {
+                    // The peer closed the session (close_notify).
+                    Ok(0) => {
+                        self.on_eof(t);
+                        return Ok(());
+                    }
+                    Ok(n) => self.on_bytes(t, &plain[..n])?,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(TlsError::Protocol(e.to_string()).into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Feeds one read's bytes to the connection `t`; an error closes it.
     fn on_bytes(&mut self, t: Token, bytes: &[u8]) -> Result<(), ConnectionError> {
         let mut input = bytes;
@@ -926,7 +1036,7 @@ impl<H: FnMut(Event)> EventLoop<H> {
                 Phase::Handshake(hs) => {
                     let progress = hs.receive(&mut input);
                     hs.take_output(&mut c.out);
-                    if c.unsent() > 0 {
+                    if c.has_output() {
                         self.dirty.push(t);
                     }
                     let open = match progress? {
@@ -976,6 +1086,14 @@ impl<H: FnMut(Event)> EventLoop<H> {
     /// other side is dropping.
     fn decide(&mut self, t: Token, info: PeerInfo) -> Result<bool, ConnectionError> {
         let id = info.identity;
+        if let Some(c) = self.conns.get(&t)
+            && let Some(session) = &c.tls
+        {
+            // TLS verified the certificate, if any, against the CA; whether it may
+            // claim this identity is the handshake's question (see `tls`).
+            let cert = session.peer_certificates().and_then(|chain| chain.first());
+            tls::check_peer_identity(id.addr, info.client, c.remote, cert)?;
+        }
         let ours_wins = self.identity.addr < id.addr
             && self.peers.get(&id.addr).is_some_and(|p| match p.conn {
                 Some(e) => {
@@ -1043,7 +1161,7 @@ impl<H: FnMut(Event)> EventLoop<H> {
                 decoder: FrameDecoder::new(self.config.max_frame_bytes),
             };
             c.out.extend_from_slice(&pending);
-            if c.unsent() > 0 {
+            if c.has_output() {
                 self.dirty.push(t);
             }
         }
@@ -1090,6 +1208,13 @@ impl<H: FnMut(Event)> EventLoop<H> {
                 ConnectionError::Handshake(h) => {
                     Counters::add(&counters.handshake_failures, 1);
                     if h.is_auth_failure() {
+                        Counters::add(&counters.auth_failures, 1);
+                    }
+                }
+                ConnectionError::Tls(e) => {
+                    Counters::add(&counters.tls_failures, 1);
+                    Counters::add(&counters.handshake_failures, 1);
+                    if e.is_auth_failure() {
                         Counters::add(&counters.auth_failures, 1);
                     }
                 }
@@ -1167,6 +1292,16 @@ impl<H: FnMut(Event)> EventLoop<H> {
             return Ok(());
         }
         let counters = &self.shared.counters;
+        if let Some(session) = c.tls.as_mut() {
+            return write_tls(
+                &mut c.stream,
+                session,
+                &mut c.out,
+                &mut c.out_pos,
+                &mut c.last_tx,
+                counters,
+            );
+        }
         loop {
             if c.out_pos == c.out.len() {
                 c.out.clear();
@@ -1257,5 +1392,52 @@ impl<H: FnMut(Event)> EventLoop<H> {
             self.drop_conn(t);
         }
         self.peers.clear();
+    }
+}
+
+/// [`EventLoop::write_out`] through TLS: the plaintext batch goes into the session,
+/// which encrypts it into records, and `write_tls` writes them (vectored) while the
+/// socket takes them. What the socket does not take stays in the session, and what
+/// the session does not take (its buffer limit) stays in `out`.
+fn write_tls(
+    stream: &mut TcpStream,
+    session: &mut rustls::Connection,
+    out: &mut Vec<u8>,
+    out_pos: &mut usize,
+    last_tx: &mut Instant,
+    counters: &Counters,
+) -> io::Result<()> {
+    loop {
+        let mut moved = 0;
+        if *out_pos < out.len() {
+            moved = session.writer().write(&out[*out_pos..])?;
+            *out_pos += moved;
+            if *out_pos == out.len() {
+                out.clear();
+                *out_pos = 0;
+                if out.capacity() > RETAINED_OUTPUT {
+                    out.shrink_to(RETAINED_OUTPUT);
+                }
+            }
+        }
+        if !session.wants_write() {
+            if moved == 0 {
+                // Everything is written, or the session holds plaintext until its
+                // handshake completes; reading will make it want to write again.
+                return Ok(());
+            }
+            continue;
+        }
+        match session.write_tls(stream) {
+            Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero)),
+            Ok(n) => {
+                *last_tx = Instant::now();
+                Counters::add(&counters.write_calls, 1);
+                Counters::add(&counters.bytes_out, n as u64);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! Each message travels in one frame (see [`crate::frame`]) of at most
 //! [`MAX_HANDSHAKE_FRAME`] bytes; its first byte says what it is.
 //! ```text
-//! Hello (1): kind u8 = 1 | magic "KVTP" | version u16 BE | flags u8 (bit 0: secret set)
+//! Hello (1): kind u8 = 1 | magic "KVTP" | version u16 BE
+//!            | flags u8 (bit 0: secret set, bit 1: a client, with TLS only)
 //!            | cluster: len u8, UTF-8 | identity: len u8, UTF-8 "ip:port"
 //!            | incarnation u64 BE | nonce [u8; 32]
 //! Proof (2): kind u8 = 2 | mac [u8; 32]
@@ -52,6 +53,9 @@ const KIND_PROOF: u8 = 2;
 const KIND_WELCOME: u8 = 3;
 const KIND_DUPLICATE: u8 = 4;
 const FLAG_SECRET: u8 = 1;
+/// Set by a client over TLS: it may come without a certificate, and is then known
+/// by the address it connects from (see [`crate::tls`]).
+const FLAG_CLIENT: u8 = 2;
 /// Domain separation: these MACs mean nothing anywhere else.
 const MAC_LABEL: &[u8] = b"kv-transport handshake v1";
 
@@ -101,6 +105,9 @@ pub struct HandshakeConfig {
     pub identity: Identity,
     /// The shared cluster secret; when set, peers must prove they know it.
     pub secret: Option<Vec<u8>>,
+    /// Whether this side is a client (a hello flag). Only a transport with TLS sets
+    /// it, so peers without TLS never see the flag.
+    pub client: bool,
 }
 
 impl std::fmt::Debug for HandshakeConfig {
@@ -109,6 +116,7 @@ impl std::fmt::Debug for HandshakeConfig {
             .field("cluster", &self.cluster)
             .field("identity", &self.identity)
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -227,6 +235,7 @@ impl HandshakeError {
 struct Hello {
     version: u16,
     secret: bool,
+    client: bool,
     cluster: String,
     identity: Identity,
     nonce: [u8; NONCE_LEN],
@@ -239,7 +248,14 @@ impl Hello {
         v.push(KIND_HELLO);
         v.extend_from_slice(&MAGIC);
         v.extend_from_slice(&self.version.to_be_bytes());
-        v.push(if self.secret { FLAG_SECRET } else { 0 });
+        let mut flags = 0;
+        if self.secret {
+            flags |= FLAG_SECRET;
+        }
+        if self.client {
+            flags |= FLAG_CLIENT;
+        }
+        v.push(flags);
         // Lengths fit in a byte: `HandshakeConfig::validate` bounds them.
         v.push(self.cluster.len() as u8);
         v.extend_from_slice(self.cluster.as_bytes());
@@ -269,7 +285,7 @@ impl Hello {
             });
         }
         let flags = r.u8()?;
-        if flags & !FLAG_SECRET != 0 {
+        if flags & !(FLAG_SECRET | FLAG_CLIENT) != 0 {
             return Err(HandshakeError::Malformed("unknown flags"));
         }
         let cluster = r.text(MAX_CLUSTER_NAME, "cluster")?;
@@ -285,6 +301,7 @@ impl Hello {
         Ok(Hello {
             version,
             secret: flags & FLAG_SECRET != 0,
+            client: flags & FLAG_CLIENT != 0,
             cluster,
             identity: Identity { addr, incarnation },
             nonce,
@@ -341,6 +358,8 @@ pub struct PeerInfo {
     pub identity: Identity,
     /// Whether the peer proved it knows the cluster secret.
     pub authenticated: bool,
+    /// Whether the peer's hello says it is a client.
+    pub client: bool,
 }
 
 /// Where a handshake stands after some input.
@@ -405,6 +424,7 @@ impl Handshake {
         let local = Hello {
             version: PROTOCOL_VERSION,
             secret: config.secret.is_some(),
+            client: config.client,
             cluster: config.cluster.clone(),
             identity: config.identity,
             nonce,
@@ -507,6 +527,7 @@ impl Handshake {
                         let info = PeerInfo {
                             identity: peer.identity,
                             authenticated: false,
+                            client: peer.client,
                         };
                         if let Some(p) = self.verified(info) {
                             return Ok(p);
@@ -542,6 +563,7 @@ impl Handshake {
                     let info = PeerInfo {
                         identity: peer.identity,
                         authenticated: true,
+                        client: peer.client,
                     };
                     if let Some(p) = self.verified(info) {
                         return Ok(p);
@@ -641,6 +663,7 @@ mod tests {
                 incarnation: u64::from(port) * 1000,
             },
             secret: secret.map(<[u8]>::to_vec),
+            client: false,
         }
     }
 
@@ -717,6 +740,17 @@ mod tests {
     }
 
     #[test]
+    fn the_client_flag_reaches_the_acceptor() {
+        let mut d = config(1, "c", Some(b"sesame"));
+        d.client = true;
+        let a = config(2, "c", Some(b"sesame"));
+        let (rd, ra) = run(&d, &a, 7);
+        assert!(!rd.unwrap().client);
+        let ra = ra.unwrap();
+        assert!(ra.client && ra.authenticated);
+    }
+
+    #[test]
     fn good_handshake_with_secret() {
         let (d, a) = (
             config(1, "c", Some(b"sesame")),
@@ -788,6 +822,7 @@ mod tests {
         let mut payload = Hello {
             version: PROTOCOL_VERSION,
             secret: false,
+            client: false,
             cluster: cfg.cluster.clone(),
             identity: cfg.identity,
             nonce: [9; 32],

@@ -5,6 +5,8 @@
 //!
 //! - [`frame`]: the sans-IO frame codec (encoder and incremental decoder);
 //! - [`handshake`]: the sans-IO handshake (hellos, HMAC challenge–response);
+//! - [`tls`]: TLS 1.3 (rustls, sans-IO in the loop) with mutual certificate
+//!   authentication against a cluster CA;
 //! - [`Transport`]: the network thread, started with a [`TransportConfig`] and a
 //!   handler for [`Event`]s, driven through a [`TransportHandle`].
 //!
@@ -47,6 +49,7 @@ pub mod config;
 mod event_loop;
 pub mod frame;
 pub mod handshake;
+pub mod tls;
 
 pub use config::{ConfigError, TransportConfig};
 pub use event_loop::{
@@ -54,3 +57,4 @@ pub use event_loop::{
     TransportSender,
 };
 pub use handshake::Identity;
+pub use tls::{TlsConfig, TlsError, TlsSetupError};

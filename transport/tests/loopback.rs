@@ -193,6 +193,7 @@ fn raw_handshake(
             incarnation: 7,
         },
         secret: secret.map(<[u8]>::to_vec),
+        client: false,
     };
     let mut hs = Handshake::new(&cfg, Role::Dialer, Some(to), [5; 32]).unwrap();
     let mut s = TcpStream::connect(to).unwrap();

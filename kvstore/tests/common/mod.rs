@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub mod pki;
+
 /// The binary under test.
 pub const KVSTORE: &str = env!("CARGO_BIN_EXE_kvstore");
 
