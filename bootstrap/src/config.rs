@@ -62,6 +62,8 @@ const KNOWN_KEYS: &[&str] = &[
     "limits.max-frame-bytes",
     "sessions.idle-timeout",
     "metrics-address",
+    "resp-address",
+    "resp.max-connections",
     "seeds",
     "membership.replace-after",
     "tls.certificate",
@@ -359,6 +361,10 @@ pub struct NodeConfig {
     pub sessions: SessionConfig,
     /// Where metrics are served; `None` turns them off.
     pub metrics_address: Option<SocketAddr>,
+    /// Where the Redis gateway listens; `None` turns it off.
+    pub resp_address: Option<SocketAddr>,
+    /// Most Redis connections served at once.
+    pub resp_max_connections: usize,
     /// Members to ask for admission besides the bootstrap server (a node that starts
     /// after the cluster formed, or restarts, joins through any live one of them).
     pub seeds: Vec<SocketAddr>,
@@ -577,6 +583,22 @@ impl NodeConfig {
                 ));
             }
         }
+        if let Some(r) = &self.resp_address {
+            addr("resp-address", r, true)?;
+            for (other, a) in [
+                ("address", Some(self.address)),
+                ("metrics-address", self.metrics_address),
+            ] {
+                if r.port() != 0 && Some(*r) == a {
+                    return Err(invalid(
+                        "resp-address",
+                        format!("{:?}", r.to_string()),
+                        format!("must differ from {} (both would bind it)", full_key(other)),
+                    ));
+                }
+            }
+        }
+        at_least_one("resp.max-connections", self.resp_max_connections as u64)?;
 
         // Cluster shape.
         at_least_one("boot-threshold", self.boot_threshold as u64)?;
@@ -1358,6 +1380,8 @@ impl Reader<'_> {
                 idle_timeout: self.duration("sessions.idle-timeout")?,
             },
             metrics_address: self.optional_address("metrics-address")?,
+            resp_address: self.optional_address("resp-address")?,
+            resp_max_connections: self.usize("resp.max-connections")?,
             seeds: self.address_list("seeds", MAX_SEEDS)?,
             tls: self.tls()?,
         })
@@ -1455,6 +1479,7 @@ mod tests {
                 *key,
                 "address"
                     | "metrics-address"
+                    | "resp-address"
                     | "cluster-secret"
                     | "paxos.max-message-bytes"
                     | "tls.certificate"

@@ -455,15 +455,63 @@ fn start(path: &std::path::Path, level: slog::Level) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let gateway_cfg = cfg.clone();
     match start_node(cfg, level) {
-        Ok((_rt, _node)) => loop {
-            std::thread::park();
-        },
+        Ok((rt, _node)) => {
+            let _gateway = match start_gateway(&gateway_cfg, rt.address) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("kvstore: {e}");
+                    return ExitCode::from(EXIT_UNAVAILABLE);
+                }
+            };
+            loop {
+                std::thread::park();
+            }
+        }
         Err(e) => {
             eprintln!("kvstore: {e}");
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     }
+}
+
+/// The Redis gateway, when the node has `resp-address`: a client of the cluster
+/// that enters through this node (`me`), serving RESP there.
+fn start_gateway(
+    cfg: &NodeConfig,
+    me: SocketAddr,
+) -> Result<Option<kvstore::gateway::Gateway>, String> {
+    let Some(address) = cfg.resp_address else {
+        return Ok(None);
+    };
+    let mut client = kv_client::ClientOptions::new(me);
+    client.cluster = cfg.cluster_name.clone();
+    client.secret = cfg.transport().secret;
+    client.deadline = Duration::from_secs(5);
+    if let Some(t) = &cfg.tls {
+        client.tls = Some(
+            kv_components::network::TlsConfig::client_files(
+                &t.ca,
+                Some((&t.certificate, &t.private_key)),
+            )
+            .map_err(|e| format!("resp-address: the gateway's TLS client: {e}"))?,
+        );
+    }
+    let limits = kv_resp::Limits {
+        max_bulk: cfg.limits.max_key_bytes.max(cfg.limits.max_value_bytes),
+        max_request_bytes: (4 * cfg.limits.max_value_bytes).max(8 << 20),
+        ..kv_resp::Limits::default()
+    };
+    let g = kvstore::gateway::Gateway::start(kvstore::gateway::GatewayConfig {
+        address,
+        client,
+        limits,
+        max_connections: cfg.resp_max_connections,
+    })
+    .map_err(|e| format!("resp-address {address}: cannot serve the Redis protocol: {e}"))?;
+    eprintln!("kvstore: serving the Redis protocol on {}", g.address());
+    Ok(Some(g))
 }
 
 fn start_node(cfg: NodeConfig, level: slog::Level) -> Result<(Runtime, Node), String> {
