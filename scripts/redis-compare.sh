@@ -48,11 +48,11 @@ done
 [ -n "$gw" ] || { echo "redis-compare: the cluster did not start" >&2; cat "$dir"/node*.log >&2; exit 3; }
 
 echo "== redis-benchmark -t $TESTS -n $N -c $C against the kompact-kv gateway ($gw; 3 nodes, 3 partitions, R = 3)"
-redis-benchmark -p "${gw##*:}" -t "$TESTS" -n "$N" -c "$C" -q -e | tr '\r' '\n' | grep 'requests per second'
+redis-benchmark -p "${gw##*:}" -t "$TESTS" -n "$N" -c "$C" -q | tr '\r' '\n' | grep 'requests per second'
 
 rport=$(free_port)
 redis-server --port "$rport" --save '' --appendonly no --bind 127.0.0.1 > "$dir/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do redis-cli -p "$rport" PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 echo "== the same against redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:$rport (one process, not replicated)"
-redis-benchmark -p "$rport" -t "$TESTS" -n "$N" -c "$C" -q -e | tr '\r' '\n' | grep 'requests per second'
+redis-benchmark -p "$rport" -t "$TESTS" -n "$N" -c "$C" -q | tr '\r' '\n' | grep 'requests per second'

@@ -357,7 +357,7 @@ fn redis_benchmark_completes_without_errors() {
     let port = gws[0].port().to_string();
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port])
-        .args(["-t", "set,get", "-n", "20000", "-c", "50", "-e", "-q"])
+        .args(["-t", "set,get", "-n", "20000", "-c", "50", "-q"])
         .output()
         .expect("run redis-benchmark");
     let stdout = String::from_utf8_lossy(&out.stdout);
