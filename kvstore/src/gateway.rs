@@ -429,6 +429,27 @@ fn first_error(results: &[Result<KvResult, KvError>]) -> Option<Reply> {
         .find_map(|r| r.as_ref().err().map(store_error))
 }
 
+/// A command of one operation per key argument (at least one): the reply is an
+/// error if any operation failed, else `reply` of the outcomes.
+fn per_key(
+    name: &str,
+    args: &[Vec<u8>],
+    op: fn(String) -> KvOp,
+    reply: fn(&[Result<KvResult, KvError>]) -> Reply,
+) -> Result<Plan, Reply> {
+    if args.is_empty() {
+        return Err(wrong_args(name));
+    }
+    let ops = args
+        .iter()
+        .map(|k| text(k).map(op))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Plan::Ops(
+        ops,
+        Box::new(move |r| first_error(r).unwrap_or_else(|| reply(r))),
+    ))
+}
+
 fn plan_command(name: &str, args: &[Vec<u8>], conn: &mut Conn<'_>) -> Result<Plan, Reply> {
     let now = |r: Reply| Ok(Plan::Now(r));
     match name {
@@ -534,72 +555,39 @@ fn plan_command(name: &str, args: &[Vec<u8>], conn: &mut Conn<'_>) -> Result<Pla
                 }),
             ))
         }
-        "DEL" => {
-            if args.is_empty() {
-                return Err(wrong_args(name));
-            }
-            let ops = args
-                .iter()
-                .map(|k| text(k).map(|key| KvOp::Delete { key }))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Plan::Ops(
-                ops,
-                Box::new(|r| {
-                    if let Some(e) = first_error(r) {
-                        return e;
-                    }
-                    let n = r.iter().filter(|x| matches!(x, Ok(KvResult::Done))).count();
-                    Reply::Integer(n as i64)
-                }),
-            ))
-        }
-        "EXISTS" => {
-            if args.is_empty() {
-                return Err(wrong_args(name));
-            }
-            let ops = args
-                .iter()
-                .map(|k| text(k).map(|key| KvOp::Get { key }))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Plan::Ops(
-                ops,
-                Box::new(|r| {
-                    if let Some(e) = first_error(r) {
-                        return e;
-                    }
-                    let n = r
-                        .iter()
+        "DEL" => per_key(
+            name,
+            args,
+            |key| KvOp::Delete { key },
+            |r| Reply::Integer(r.iter().filter(|x| matches!(x, Ok(KvResult::Done))).count() as i64),
+        ),
+        "EXISTS" => per_key(
+            name,
+            args,
+            |key| KvOp::Get { key },
+            |r| {
+                Reply::Integer(
+                    r.iter()
                         .filter(|x| matches!(x, Ok(KvResult::Value(_))))
-                        .count();
-                    Reply::Integer(n as i64)
-                }),
-            ))
-        }
-        "MGET" => {
-            if args.is_empty() {
-                return Err(wrong_args(name));
-            }
-            let ops = args
-                .iter()
-                .map(|k| text(k).map(|key| KvOp::Get { key }))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Plan::Ops(
-                ops,
-                Box::new(|r| {
-                    if let Some(e) = first_error(r) {
-                        return e;
-                    }
-                    Reply::Array(
-                        r.iter()
-                            .map(|x| match x {
-                                Ok(KvResult::Value(v)) => Reply::text(v.clone()),
-                                _ => Reply::Null,
-                            })
-                            .collect(),
-                    )
-                }),
-            ))
-        }
+                        .count() as i64,
+                )
+            },
+        ),
+        "MGET" => per_key(
+            name,
+            args,
+            |key| KvOp::Get { key },
+            |r| {
+                Reply::Array(
+                    r.iter()
+                        .map(|x| match x {
+                            Ok(KvResult::Value(v)) => Reply::text(v.clone()),
+                            _ => Reply::Null,
+                        })
+                        .collect(),
+                )
+            },
+        ),
         "MSET" => {
             if args.is_empty() || !args.len().is_multiple_of(2) {
                 return Err(wrong_args(name));
